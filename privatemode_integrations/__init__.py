@@ -1,0 +1,1 @@
+"""Confidential embeddings for LangChain and LlamaIndex, through the Privatemode proxy."""

@@ -1,0 +1,29 @@
+"""Shared test configuration: where the public test vectors live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The public vectors live beside the checkout in ../shared/vectors; a clone elsewhere finds them
+# through PRIVATEMODE_SHARED_VECTORS or the workplace's fixed location.
+_CANDIDATES = [
+    Path(p)
+    for p in (
+        os.environ.get("PRIVATEMODE_SHARED_VECTORS", ""),
+        str(REPO_ROOT.parent / "shared" / "vectors"),
+        "/work/shared/vectors",
+    )
+    if p
+]
+SHARED_VECTORS = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    if not SHARED_VECTORS.is_dir():
+        pytest.fail(f"test vectors not found at {SHARED_VECTORS}; set PRIVATEMODE_SHARED_VECTORS")
+    return SHARED_VECTORS
