@@ -69,9 +69,8 @@ class ServerThread:
             time.sleep(0.01)
 
     def _run(self) -> None:
-        # A fresh loop of this thread's own; uvicorn must not install signal handlers here.
-        self._server.config.setup_event_loop()
-        asyncio.run(self._server.serve(sockets=None))
+        # A fresh loop of this thread's own; uvicorn installs no signal handlers off the main thread.
+        asyncio.run(self._server.serve())
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._thread is None:
