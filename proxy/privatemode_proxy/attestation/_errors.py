@@ -1,0 +1,51 @@
+"""The one exception type for attestation failures, and the record of one failed check."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CheckFailure:
+    """One check that failed: its name (e.g. ``REPORTED_TCB``) and a message naming the values.
+
+    ``reference`` says which manifest reference value was being tried (e.g. ``snp[0] (Genoa)``),
+    or is ``None`` for checks that do not depend on one.
+    """
+
+    check: str
+    message: str
+    reference: str | None = None
+
+    def __str__(self) -> str:
+        if self.reference is None:
+            return self.message
+        return f"{self.reference}: {self.message}"
+
+
+class AttestationError(Exception):
+    """The backend's evidence was not accepted.
+
+    The message names each failed check and the values compared; ``failures`` holds the same
+    information as data. Messages never contain secrets (evidence is public data).
+    """
+
+    def __init__(self, message: str, failures: Sequence[CheckFailure] = ()) -> None:
+        super().__init__(message)
+        self.failures: tuple[CheckFailure, ...] = tuple(failures)
+
+    @classmethod
+    def single(cls, check: str, message: str, reference: str | None = None) -> AttestationError:
+        """An error for one failed check; ``message`` should start with the check's name."""
+        failure = CheckFailure(check, message, reference)
+        return cls(f"attestation failed: {failure}", [failure])
+
+    @property
+    def checks(self) -> frozenset[str]:
+        """The names of the checks that failed."""
+        return frozenset(f.check for f in self.failures)
+
+    def checks_for(self, reference: str | None) -> frozenset[str]:
+        """The names of the checks that failed while trying one reference value."""
+        return frozenset(f.check for f in self.failures if f.reference == reference)

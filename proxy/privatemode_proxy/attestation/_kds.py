@@ -1,0 +1,253 @@
+"""Where the verifier gets certificates the evidence did not carry: VCEKs, cert chains, CRLs.
+
+The verifier does no I/O itself; it asks a `CertificateSource`. `KdsCertificateCache` fetches
+from AMD's Key Distribution Service and keeps what it fetched on disk (KDS is rate-limited; VCEKs
+and cert chains never change, CRLs are re-fetched once their nextUpdate has passed).
+`StaticCertificateSource` serves certificates given to it (offline use and tests).
+Nothing a source returns is trusted: the verifier checks it against the trusted roots.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import httpx
+
+from ._evidence import (
+    KDS_BASE_URL,
+    EvidenceError,
+    TcbParts,
+    kds_extensions,
+    load_certificate,
+    load_crl,
+    pem_blocks,
+)
+
+__all__ = [
+    "CertificateSource",
+    "CertificateUnavailableError",
+    "KdsCertificateCache",
+    "StaticCertificateSource",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class CertificateUnavailableError(Exception):
+    """A certificate or CRL could not be obtained."""
+
+
+@runtime_checkable
+class CertificateSource(Protocol):
+    """Supplies AMD certificates by what identifies them. Each method raises
+    `CertificateUnavailableError` when it has nothing to give."""
+
+    def vcek(self, product_line: str, chip_id: bytes, reported_tcb: TcbParts) -> bytes:
+        """The DER VCEK of a chip at a TCB."""
+        ...
+
+    def cert_chain(self, product_line: str) -> bytes:
+        """The PEM cert_chain body (ASK, then ARK) of a product line."""
+        ...
+
+    def crl(self, product_line: str) -> bytes:
+        """The DER CRL of a product line's ARK."""
+        ...
+
+
+class StaticCertificateSource:
+    """A `CertificateSource` over certificates held in memory (nothing is fetched)."""
+
+    def __init__(
+        self,
+        *,
+        vceks: Iterable[bytes] = (),
+        cert_chains: Mapping[str, bytes] | None = None,
+        crls: Mapping[str, bytes] | None = None,
+    ) -> None:
+        self._vceks = list(vceks)
+        self._chains = dict(cert_chains or {})
+        self._crls = dict(crls or {})
+
+    def vcek(self, product_line: str, chip_id: bytes, reported_tcb: TcbParts) -> bytes:
+        for der in self._vceks:
+            try:
+                ext = kds_extensions(load_certificate(der))
+            except EvidenceError:
+                continue
+            if ext.hwid == chip_id and ext.tcb == reported_tcb and ext.product_line == product_line:
+                return der
+        raise CertificateUnavailableError(
+            f"no VCEK for {product_line} chip {chip_id.hex()[:16]}... at TCB {reported_tcb}"
+        )
+
+    def cert_chain(self, product_line: str) -> bytes:
+        try:
+            return self._chains[product_line]
+        except KeyError:
+            raise CertificateUnavailableError(f"no cert chain for {product_line}") from None
+
+    def crl(self, product_line: str) -> bytes:
+        try:
+            return self._crls[product_line]
+        except KeyError:
+            raise CertificateUnavailableError(f"no CRL for {product_line}") from None
+
+
+_PRODUCT_LINE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,31}$")
+
+
+def _check_product_line(product_line: str) -> str:
+    # The product line becomes part of a URL and a file name: keep it to a plain word.
+    if not _PRODUCT_LINE_RE.match(product_line):
+        raise CertificateUnavailableError(f"invalid product line {product_line!r}")
+    return product_line
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class KdsCertificateCache:
+    """AMD KDS (`https://kdsintf.amd.com`) with an on-disk cache under ``<workspace>/kds``.
+
+    Synchronous (the verifier runs off the event loop). Fetched content is parsed before it is
+    cached, so garbage never lands on disk; a rate-limited or failing KDS is retried a few times.
+    """
+
+    def __init__(
+        self,
+        workspace: Path | str,
+        *,
+        base_url: str = KDS_BASE_URL,
+        client: httpx.Client | None = None,
+        timeout: float = 30.0,
+        attempts: int = 3,
+        retry_delay: float = 2.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.directory = Path(workspace) / "kds"
+        self._base_url = base_url.rstrip("/")
+        self._client = client
+        self._timeout = timeout
+        self._attempts = max(1, attempts)
+        self._retry_delay = retry_delay
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def __repr__(self) -> str:
+        return f"KdsCertificateCache({str(self.directory)!r}, base_url={self._base_url!r})"
+
+    # -- CertificateSource ----------------------------------------------------------------------
+
+    def vcek(self, product_line: str, chip_id: bytes, reported_tcb: TcbParts) -> bytes:
+        line = _check_product_line(product_line)
+        if len(chip_id) != 64:
+            raise CertificateUnavailableError(f"chip id is {len(chip_id)} bytes, expected 64")
+        t = reported_tcb
+        path = (
+            self.directory
+            / "vcek"
+            / line
+            / f"{chip_id.hex()}_bl{t.bl}_tee{t.tee}_snp{t.snp}_ucode{t.ucode}.der"
+        )
+        url = (
+            f"{self._base_url}/vcek/v1/{line}/{chip_id.hex()}"
+            f"?blSPL={t.bl}&teeSPL={t.tee}&snpSPL={t.snp}&ucodeSPL={t.ucode}"
+        )
+        cached = self._read(path)
+        if cached is not None:
+            return cached
+        data = self._fetch(url, "VCEK")
+        try:
+            load_certificate(data)
+        except EvidenceError as exc:
+            raise CertificateUnavailableError(f"KDS answered a bad VCEK for {url}: {exc}") from None
+        _write_atomically(path, data)
+        return data
+
+    def cert_chain(self, product_line: str) -> bytes:
+        line = _check_product_line(product_line)
+        path = self.directory / "cert_chain" / f"{line}.pem"
+        cached = self._read(path)
+        if cached is not None:
+            return cached
+        url = f"{self._base_url}/vcek/v1/{line}/cert_chain"
+        data = self._fetch(url, "cert chain")
+        try:
+            blocks = pem_blocks(data)
+            if len(blocks) != 2:
+                raise EvidenceError(f"{len(blocks)} PEM blocks, expected 2")
+            for _, der in blocks:
+                load_certificate(der)
+        except EvidenceError as exc:
+            raise CertificateUnavailableError(f"KDS answered a bad cert chain: {exc}") from None
+        _write_atomically(path, data)
+        return data
+
+    def crl(self, product_line: str) -> bytes:
+        line = _check_product_line(product_line)
+        path = self.directory / "crl" / f"{line}.der"
+        cached = self._read(path)
+        if cached is not None:
+            try:
+                next_update = load_crl(cached).next_update_utc
+            except EvidenceError:
+                next_update = None
+            if next_update is not None and self._clock() < next_update:
+                return cached
+        url = f"{self._base_url}/vcek/v1/{line}/crl"
+        data = self._fetch(url, "CRL")
+        try:
+            load_crl(data)
+        except EvidenceError as exc:
+            raise CertificateUnavailableError(f"KDS answered a bad CRL: {exc}") from None
+        _write_atomically(path, data)
+        return data
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    def _fetch(self, url: str, what: str) -> bytes:
+        client = self._client or httpx.Client(timeout=self._timeout)
+        try:
+            last_problem = ""
+            for attempt in range(self._attempts):
+                if attempt:
+                    time.sleep(self._retry_delay * attempt)
+                try:
+                    response = client.get(url, timeout=self._timeout)
+                except httpx.HTTPError as exc:
+                    last_problem = f"{type(exc).__name__}: {exc}"
+                    continue
+                if response.status_code == 200:
+                    logger.info("fetched %s from %s", what, url)
+                    return response.content
+                last_problem = f"HTTP {response.status_code}"
+                if response.status_code not in (429, 500, 502, 503, 504):
+                    break
+            raise CertificateUnavailableError(f"could not fetch {what} from {url}: {last_problem}")
+        finally:
+            if self._client is None:
+                client.close()
