@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from privatemode_proxy import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The public vectors live beside the checkout in ../shared/vectors; a clone elsewhere finds them
@@ -27,3 +32,20 @@ def vectors_dir() -> Path:
     if not SHARED_VECTORS.is_dir():
         pytest.fail(f"test vectors not found at {SHARED_VECTORS}; set PRIVATEMODE_SHARED_VECTORS")
     return SHARED_VECTORS
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The local backend and the proxy, in-process on free ports, shared by a test session.
+
+    The proxy trusts the backend's own root and pins its manifest; `local_stack.base_url` is
+    what an OpenAI client takes. Tests that change the stack's state must restore it.
+    """
+    from privatemode_proxy import LocalStack
+
+    stack = LocalStack(tmp_path_factory.mktemp("local-stack"))
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -69,7 +69,7 @@ class ServerThread:
             time.sleep(0.01)
 
     def _run(self) -> None:
-        # A fresh loop of this thread's own; uvicorn installs no signal handlers off the main thread.
+        # A loop of this thread's own; uvicorn installs no signal handlers off the main thread.
         asyncio.run(self._server.serve())
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -1,0 +1,657 @@
+"""The client core both framework classes share: batching, concurrency, retries, decoding.
+
+It speaks plain OpenAI-compatible HTTP to the Privatemode proxy (`POST /v1/embeddings`,
+`GET /v1/models`); the proxy does attestation and encryption. One `EmbeddingsClient` keeps one
+pooled `httpx.Client` (and one `httpx.AsyncClient` per event loop) for all its calls.
+
+Concurrency, sync: a thread pool of at most `max_concurrency` threads posting with the shared
+`httpx.Client`. Chosen over an event loop in a worker thread because it works the same whether or
+not the caller already runs an event loop (notebooks, LlamaIndex sync calls inside async apps),
+honours a caller-supplied sync `httpx.Client`, and the work is I/O-bound (numpy decoding releases
+the GIL). Async: tasks on the caller's loop. In both, a per-client semaphore bounds the requests
+in flight across every concurrent call on the client, not only within one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import dataclasses
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from types import TracebackType
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import orjson
+from pydantic import SecretStr
+from tqdm.auto import tqdm
+
+from privatemode_integrations import _settings
+from privatemode_integrations._batching import (
+    ModelLimits,
+    catalogue_limits,
+    limits_from_models_response,
+    pack_batches,
+)
+from privatemode_integrations._errors import (
+    APIConnectionError,
+    APIResponseError,
+    APIStatusError,
+    APITimeoutError,
+    BadRequestError,
+    InputTooLongError,
+    PrivatemodeError,
+    status_error_class,
+)
+from privatemode_integrations._retry import (
+    RetryPolicy,
+    is_retryable_exception,
+    is_retryable_status,
+    parse_retry_after,
+)
+
+__all__ = ["EmbeddingsClient", "Vectors"]
+
+logger = logging.getLogger("privatemode_integrations")
+
+Vectors = npt.NDArray[np.float32]
+"""Embeddings as a float32 array of shape (number of inputs, dimensions), in input order."""
+
+_USER_AGENT = "privatemode-integrations/0.1.0"
+_INPUT_INDEX = re.compile(r"(input\s*\[\s*|input\.|input\s+(?:#|index\s*)?)(\d+)")
+_TOKEN_LIMIT_WORDS = re.compile(r"token|too long|context length|max(imum)?[_ ]length", re.I)
+_TOKEN_LIMIT_CODES = frozenset({"context_length_exceeded", "input_too_long", "too_many_tokens"})
+
+
+class _Aborted(Exception):
+    """Another batch of the same call failed; this one stops without sending more."""
+
+
+@dataclasses.dataclass
+class _LoopState:
+    client: httpx.AsyncClient
+    owns_client: bool
+    slots: asyncio.Semaphore
+
+
+def _as_secret(api_key: str | SecretStr | None) -> SecretStr | None:
+    if api_key is None:
+        return None
+    secret = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+    return secret if secret.get_secret_value() else None
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """The inputs as a list, or a `TypeError` naming the first input that is not a string."""
+    if isinstance(texts, str | bytes):
+        raise TypeError(
+            "texts must be a list of strings, not a single string; "
+            "wrap it in a list or use embed_query"
+        )
+    items = list(texts)
+    for index, text in enumerate(items):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"input {index} is a {type(text).__name__}, not a str; "
+                "pass text (token-ID arrays are not accepted)"
+            )
+    return items
+
+
+def decode_embeddings(content: bytes, count: int, dimensions: int | None) -> Vectors:
+    """Decode an OpenAI embeddings response carrying `count` vectors, in `index` order.
+
+    Accepts base64 (little-endian float32, what we ask for) and float lists (a server that
+    ignored `encoding_format`). Anything missing, duplicated or inconsistent is an error: a
+    caller never gets a partial or misordered result.
+    """
+    try:
+        payload = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise APIResponseError("embeddings response is not JSON") from None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, list):
+        raise APIResponseError("embeddings response has no 'data' list")
+    if len(data) != count:
+        raise APIResponseError(
+            f"embeddings response has {len(data)} vectors for {count} inputs"
+        )
+    out: Vectors | None = None
+    seen = np.zeros(count, dtype=bool)
+    for item in data:
+        index = item.get("index") if isinstance(item, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+            raise APIResponseError(f"embeddings response has an invalid index {index!r}")
+        if seen[index]:
+            raise APIResponseError(f"embeddings response has index {index} twice")
+        seen[index] = True
+        raw = item.get("embedding")
+        if isinstance(raw, str):
+            try:
+                buffer = base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError):
+                raise APIResponseError(
+                    f"embedding {index} is not valid base64"
+                ) from None
+            if len(buffer) % 4:
+                raise APIResponseError(f"embedding {index} is not a float32 array")
+            vector = np.frombuffer(buffer, dtype="<f4")
+        elif isinstance(raw, list):
+            try:
+                vector = np.asarray(raw, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise APIResponseError(f"embedding {index} is not a list of numbers") from None
+            if vector.ndim != 1:
+                raise APIResponseError(f"embedding {index} is not a flat list of numbers")
+        else:
+            raise APIResponseError(f"embedding {index} is missing")
+        if out is None:
+            if vector.size == 0:
+                raise APIResponseError(f"embedding {index} is empty")
+            out = np.empty((count, vector.size), dtype=np.float32)
+        if vector.size != out.shape[1]:
+            raise APIResponseError(
+                f"embedding {index} has {vector.size} dimensions, others have {out.shape[1]}"
+            )
+        out[index] = vector
+    if out is None:
+        raise APIResponseError("embeddings response has no vectors")
+    if dimensions is not None and out.shape[1] != dimensions:
+        raise APIResponseError(
+            f"asked for {dimensions} dimensions, the server returned {out.shape[1]}"
+        )
+    return out
+
+
+def _shift_index(text: str, offset: int) -> tuple[str, int | None]:
+    """Rewrite `input[k]` in a server message to the caller's index `k + offset`."""
+    found: list[int] = []
+
+    def replace(match: re.Match[str]) -> str:
+        index = int(match.group(2)) + offset
+        found.append(index)
+        return f"{match.group(1)}{index}"
+
+    return _INPUT_INDEX.sub(replace, text), (found[0] if found else None)
+
+
+def status_error(
+    response: httpx.Response, *, offset: int, count: int, attempts: int
+) -> APIStatusError:
+    """The exception for an error response to a request carrying inputs offset..offset+count-1."""
+    status = response.status_code
+    message: str | None = None
+    error_type = param = code = None
+    body: Any = None
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or "") or None
+        error_type = str(error["type"]) if error.get("type") is not None else None
+        param = str(error["param"]) if error.get("param") is not None else None
+        code = str(error["code"]) if error.get("code") is not None else None
+    elif isinstance(error, str):
+        message = error
+    elif isinstance(body, dict) and "detail" in body:
+        message = str(body["detail"])
+    if message is None:
+        text = response.text.strip()
+        message = text[:500] if text else response.reason_phrase or "no details"
+
+    message, index = _shift_index(message, offset)
+    if param is not None:
+        param, param_index = _shift_index(param, offset)
+        index = param_index if param_index is not None else index
+    cls = status_error_class(status)
+    if (
+        cls is BadRequestError
+        and index is not None
+        and (code in _TOKEN_LIMIT_CODES or _TOKEN_LIMIT_WORDS.search(message))
+    ):
+        cls = InputTooLongError
+    where = f" (input {index})" if index is not None and f"{index}" not in message else ""
+    full = f"Privatemode endpoint answered {status}{where}: {message}"
+    if attempts > 1:
+        full += f" (after {attempts} attempts)"
+    return cls(
+        full,
+        status_code=status,
+        error_type=error_type,
+        param=param,
+        code=code,
+        input_index=index,
+        attempts=attempts,
+        body=body,
+    )
+
+
+class EmbeddingsClient:
+    """Embeds texts through an OpenAI-compatible `/v1/embeddings` endpoint (the Privatemode proxy).
+
+    Shared by `PrivatemodeEmbeddings` (LangChain) and `PrivatemodeEmbedding` (LlamaIndex), and
+    usable on its own:
+
+        with EmbeddingsClient(model="qwen3-embedding-4b") as client:
+            vectors = client.embed(["first text", "second text"])  # np.float32, (2, dim)
+
+    Inputs are packed into as few requests as the model's limits allow, sent with at most
+    `max_concurrency` requests in flight, retried by one retry layer, and returned in input order.
+    Empty strings are embedded like any other text (the model's vector for ""). A text longer than
+    the model accepts fails the whole call with an error whose `input_index` names it.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | SecretStr | None = None,
+        model: str = _settings.DEFAULT_MODEL,
+        dimensions: int | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int = _settings.DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = _settings.DEFAULT_MAX_RETRIES,
+        timeout: float | httpx.Timeout | None = _settings.DEFAULT_TIMEOUT,
+        show_progress_bar: bool = False,
+        default_headers: Mapping[str, str] | None = None,
+        http_client: httpx.Client | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
+        retry_policy: RetryPolicy | None = None,
+        limits: ModelLimits | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if dimensions is not None and dimensions < 1:
+            raise ValueError(f"dimensions must be >= 1, got {dimensions}")
+        # `retry_policy` tunes the delays; `max_retries` always sets how many retries there are.
+        retry_policy = dataclasses.replace(retry_policy or RetryPolicy(), max_retries=max_retries)
+        self.base_url = (base_url or _settings.env_base_url()).rstrip("/")
+        self._api_key = _as_secret(api_key if api_key is not None else _settings.env_api_key())
+        self.model = model
+        self.dimensions = dimensions
+        self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        self.retry_policy = retry_policy
+        self.timeout = timeout
+        self.show_progress_bar = show_progress_bar
+        self._default_headers = dict(default_headers or {})
+        self._user_client = http_client
+        self._user_async_client = http_async_client
+        self._limits = limits
+        self._lock = threading.Lock()
+        self._sync_client: httpx.Client | None = None
+        self._sync_slots = threading.BoundedSemaphore(max_concurrency)
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @classmethod
+    def local(cls, **kwargs: Any) -> EmbeddingsClient:
+        """A client for the bundled local stack, started once per process on first use."""
+        from privatemode_integrations._local import local_base_url
+
+        if "base_url" in kwargs:
+            raise ValueError("local mode chooses its own base_url; do not pass one")
+        kwargs.setdefault("model", _settings.LOCAL_MODEL)
+        return cls(base_url=local_base_url(), **kwargs)
+
+    @property
+    def max_retries(self) -> int:
+        return self.retry_policy.max_retries
+
+    def __repr__(self) -> str:
+        return (
+            f"EmbeddingsClient(base_url={self.base_url!r}, model={self.model!r}, "
+            f"api_key={'set' if self._api_key else 'unset'})"
+        )
+
+    # ---- connections -------------------------------------------------------------------
+
+    def _limits_config(self) -> httpx.Limits:
+        pool = self.max_concurrency + 1  # + one for a concurrent /v1/models lookup
+        return httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+
+    def _client(self) -> httpx.Client:
+        if self._user_client is not None:
+            return self._user_client
+        with self._lock:
+            if self._sync_client is None:
+                self._sync_client = httpx.Client(
+                    limits=self._limits_config(), timeout=self.timeout
+                )
+            return self._sync_client
+
+    def _loop_state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            # A closed loop's client holds the loop alive (and so its weak key): drop it.
+            for closed in [known for known in self._loops if known.is_closed()]:
+                del self._loops[closed]
+            state = self._loops.get(loop)
+            if state is None:
+                if self._user_async_client is not None:
+                    client, owns = self._user_async_client, False
+                else:
+                    client = httpx.AsyncClient(
+                        limits=self._limits_config(), timeout=self.timeout
+                    )
+                    owns = True
+                state = _LoopState(client, owns, asyncio.Semaphore(self.max_concurrency))
+                self._loops[loop] = state
+            return state
+
+    def close(self) -> None:
+        """Close the connections this client opened (not a caller-supplied `http_client`)."""
+        with self._lock:
+            client, self._sync_client = self._sync_client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections that the client opened, and the sync ones."""
+        self.close()
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            state = self._loops.pop(loop, None)
+        if state is not None and state.owns_client:
+            await state.client.aclose()
+
+    def __enter__(self) -> EmbeddingsClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> EmbeddingsClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": _USER_AGENT, **self._default_headers}
+        headers["Content-Type"] = "application/json"
+        headers["Accept"] = "application/json"
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        return headers
+
+    def _timeout_arg(self) -> Any:
+        return self.timeout
+
+    # ---- model limits ------------------------------------------------------------------
+
+    def _limits_from_response(self, response: httpx.Response) -> tuple[ModelLimits, bool]:
+        """Limits from a /v1/models answer, and whether they are worth caching."""
+        if response.status_code == 200:
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                body = None
+            found = limits_from_models_response(body, self.model)
+            return (found or catalogue_limits(self.model)), True
+        retryable = is_retryable_status(response.status_code)
+        return catalogue_limits(self.model), not retryable
+
+    def _remember(self, limits: ModelLimits, cache: bool) -> ModelLimits:
+        logger.debug("model %s: limits from %s", self.model, limits.source)
+        if cache:
+            with self._lock:
+                self._limits = limits
+        return limits
+
+    def limits(self) -> ModelLimits:
+        """The model's request limits: from `GET /v1/models` if it has them, else catalogue."""
+        if self._limits is not None:
+            return self._limits
+        try:
+            response = self._client().get(
+                f"{self.base_url}/models", headers=self._headers(), timeout=self._timeout_arg()
+            )
+        except httpx.HTTPError as exc:
+            logger.debug("GET /models failed (%s); using catalogue limits", type(exc).__name__)
+            return catalogue_limits(self.model)
+        return self._remember(*self._limits_from_response(response))
+
+    async def alimits(self) -> ModelLimits:
+        """`limits()`, without blocking the event loop."""
+        if self._limits is not None:
+            return self._limits
+        state = self._loop_state()
+        try:
+            response = await state.client.get(
+                f"{self.base_url}/models", headers=self._headers(), timeout=self._timeout_arg()
+            )
+        except httpx.HTTPError as exc:
+            logger.debug("GET /models failed (%s); using catalogue limits", type(exc).__name__)
+            return catalogue_limits(self.model)
+        return self._remember(*self._limits_from_response(response))
+
+    # ---- one batch ---------------------------------------------------------------------
+
+    def _body(self, texts: list[str]) -> bytes:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": texts,
+            "encoding_format": "base64",
+        }
+        if self.dimensions is not None:
+            body["dimensions"] = self.dimensions
+        return orjson.dumps(body)
+
+    def _connection_error(self, exc: Exception, attempts: int) -> APIConnectionError:
+        cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
+        what = "timed out" if cls is APITimeoutError else f"failed ({type(exc).__name__})"
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return cls(
+            f"request to {self.base_url}/embeddings {what}{tries}; is the Privatemode proxy "
+            f"running there? (set base_url or {_settings.BASE_URL_ENV})",
+            attempts=attempts,
+        )
+
+    def _retry_delay(
+        self, attempt: int, response: httpx.Response | None, why: str, batch: range
+    ) -> float:
+        retry_after = parse_retry_after(response.headers) if response is not None else None
+        delay = self.retry_policy.delay(attempt, retry_after)
+        logger.info(
+            "embeddings request for inputs %d..%d: %s; retry %d of %d in %.2f s",
+            batch.start,
+            batch.stop - 1,
+            why,
+            attempt,
+            self.retry_policy.max_retries,
+            delay,
+        )
+        return delay
+
+    def _send_batch(
+        self, texts: list[str], batch: range, abort: threading.Event | None
+    ) -> Vectors:
+        client = self._client()
+        content = self._body(texts[batch.start : batch.stop])
+        url = f"{self.base_url}/embeddings"
+        attempts = self.retry_policy.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            if abort is not None and abort.is_set():
+                raise _Aborted
+            response: httpx.Response | None = None
+            with self._sync_slots:
+                try:
+                    response = client.post(
+                        url, content=content, headers=self._headers(), timeout=self._timeout_arg()
+                    )
+                except httpx.HTTPError as exc:
+                    if not is_retryable_exception(exc) or attempt == attempts:
+                        raise self._connection_error(exc, attempt) from exc
+                    why = type(exc).__name__
+            if response is not None:
+                if response.is_success:
+                    return decode_embeddings(response.content, len(batch), self.dimensions)
+                if not is_retryable_status(response.status_code) or attempt == attempts:
+                    raise status_error(
+                        response, offset=batch.start, count=len(batch), attempts=attempt
+                    )
+                why = f"status {response.status_code}"
+            delay = self._retry_delay(attempt, response, why, batch)
+            if abort is not None:
+                if abort.wait(delay):
+                    raise _Aborted
+            else:
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _asend_batch(self, state: _LoopState, texts: list[str], batch: range) -> Vectors:
+        content = self._body(texts[batch.start : batch.stop])
+        url = f"{self.base_url}/embeddings"
+        attempts = self.retry_policy.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            response: httpx.Response | None = None
+            async with state.slots:
+                try:
+                    response = await state.client.post(
+                        url, content=content, headers=self._headers(), timeout=self._timeout_arg()
+                    )
+                except httpx.HTTPError as exc:
+                    if not is_retryable_exception(exc) or attempt == attempts:
+                        raise self._connection_error(exc, attempt) from exc
+                    why = type(exc).__name__
+            if response is not None:
+                if response.is_success:
+                    return decode_embeddings(response.content, len(batch), self.dimensions)
+                if not is_retryable_status(response.status_code) or attempt == attempts:
+                    raise status_error(
+                        response, offset=batch.start, count=len(batch), attempts=attempt
+                    )
+                why = f"status {response.status_code}"
+            await asyncio.sleep(self._retry_delay(attempt, response, why, batch))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- whole calls -------------------------------------------------------------------
+
+    def _empty(self) -> Vectors:
+        return np.zeros((0, self.dimensions or 0), dtype=np.float32)
+
+    @contextlib.contextmanager
+    def _progress(self, total: int) -> Iterator[Any]:
+        bar = tqdm(
+            total=total,
+            desc="Embedding",
+            unit="text",
+            disable=not self.show_progress_bar,
+            leave=False,
+        )
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def _plan(self, texts: list[str], limits: ModelLimits | None) -> list[range]:
+        if limits is None:
+            return [range(0, len(texts))]
+        batches = pack_batches(texts, limits, self.batch_size)
+        logger.debug(
+            "embedding %d inputs in %d requests (model %s, limits from %s)",
+            len(texts),
+            len(batches),
+            self.model,
+            limits.source,
+        )
+        return batches
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed `texts`; one float32 row per input, in input order."""
+        items = check_texts(texts)
+        if not items:
+            return self._empty()
+        batches = self._plan(items, self.limits() if len(items) > 1 else None)
+        results: list[Vectors | None] = [None] * len(batches)
+        workers = min(self.max_concurrency, len(batches))
+        with self._progress(len(items)) as bar:
+            if workers == 1:
+                for i, batch in enumerate(batches):
+                    results[i] = self._send_batch(items, batch, None)
+                    bar.update(len(batch))
+            else:
+                abort = threading.Event()
+                pool = ThreadPoolExecutor(workers, thread_name_prefix="privatemode-embed")
+                try:
+                    futures: dict[Future[Vectors], int] = {
+                        pool.submit(self._send_batch, items, batch, abort): i
+                        for i, batch in enumerate(batches)
+                    }
+                    for future in as_completed(futures):
+                        i = futures[future]
+                        results[i] = future.result()
+                        bar.update(len(batches[i]))
+                except BaseException:
+                    abort.set()
+                    raise
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
+        return _merge(results)
+
+    async def aembed(self, texts: Sequence[str]) -> Vectors:
+        """Embed `texts` without blocking the event loop; same result as `embed`."""
+        items = check_texts(texts)
+        if not items:
+            return self._empty()
+        limits = await self.alimits() if len(items) > 1 else None
+        batches = self._plan(items, limits)
+        state = self._loop_state()
+        with self._progress(len(items)) as bar:
+
+            async def run(batch: range) -> Vectors:
+                vectors = await self._asend_batch(state, items, batch)
+                bar.update(len(batch))
+                return vectors
+
+            if len(batches) == 1:
+                return await run(batches[0])
+            tasks = [asyncio.ensure_future(run(batch)) for batch in batches]
+            try:
+                results = await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+        return _merge(list(results))
+
+
+def _merge(results: Sequence[Vectors | None]) -> Vectors:
+    parts = [r for r in results if r is not None]
+    if len(parts) != len(results):  # pragma: no cover - every batch either returns or raises
+        raise PrivatemodeError("a batch finished without a result")
+    if len(parts) == 1:
+        return parts[0]
+    dims = {p.shape[1] for p in parts}
+    if len(dims) != 1:
+        raise APIResponseError(
+            f"batches came back with different dimensions {sorted(dims)}"
+        )
+    return np.concatenate(parts, axis=0)

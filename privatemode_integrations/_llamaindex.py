@@ -1,0 +1,129 @@
+"""LlamaIndex: `PrivatemodeEmbedding`, a thin adapter over the shared client core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+
+from privatemode_integrations import _settings
+from privatemode_integrations._client import EmbeddingsClient
+from privatemode_integrations._core_cache import CoreCache
+
+
+def _api_key_from_env() -> SecretStr | None:
+    key = _settings.env_api_key()
+    return SecretStr(key) if key else None
+
+
+class PrivatemodeEmbedding(BaseEmbedding):
+    """Confidential embeddings for LlamaIndex through the Privatemode proxy.
+
+        from llama_index.core import Settings
+        from privatemode_integrations import PrivatemodeEmbedding
+
+        Settings.embed_model = PrivatemodeEmbedding()       # the real service, via your proxy
+        Settings.embed_model = PrivatemodeEmbedding.local() # the bundled offline stack
+
+    LlamaIndex hands over up to `embed_batch_size` texts at a time (default 2048, not LlamaIndex's
+    10); the client packs them into as few requests as the model's limits allow, sends at most
+    `max_concurrency` at once, and retries each request at most `max_retries` times. Instrumentation
+    events (`EmbeddingStartEvent`/`EmbeddingEndEvent`) are emitted by the base class as usual.
+    An empty string is embedded like any other text; a text too long for the model fails the call
+    with `InputTooLongError` naming its index.
+    """
+
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True,
+        protected_namespaces=("pydantic_model_",),
+        use_attribute_docstrings=True,
+    )
+
+    model_name: str = Field(default=_settings.DEFAULT_MODEL)
+    """Embedding model. Default: the Privatemode service's `qwen3-embedding-4b`; `local()` uses
+    `all-minilm-l6-v2` unless another model is named."""
+    embed_batch_size: int = Field(default=_settings.LLAMAINDEX_DEFAULT_BATCH_SIZE, gt=0, le=2048)
+    """Texts LlamaIndex passes per call; the client splits further by the model's limits."""
+    base_url: str = Field(default_factory=_settings.env_base_url)
+    """The proxy's OpenAI-compatible base URL, ending in `/v1`. From `PRIVATEMODE_BASE_URL` if
+    set."""
+    api_key: SecretStr | None = Field(default_factory=_api_key_from_env, exclude=True, repr=False)
+    """Sent to the proxy as a bearer token. From `PRIVATEMODE_API_KEY` if set. Never in reprs,
+    `to_dict()` or logs."""
+    dimensions: int | None = Field(default=None, ge=1)
+    """Reduced output dimensions, for models that support them. None: native size."""
+    batch_size: int | None = Field(default=None, ge=1)
+    """Most inputs per HTTP request. None: as many as the model's limits allow."""
+    max_concurrency: int = Field(default=_settings.DEFAULT_MAX_CONCURRENCY, ge=1)
+    """Most requests in flight at once from this object, sync and async alike."""
+    max_retries: int = Field(default=_settings.DEFAULT_MAX_RETRIES, ge=0)
+    """Retries per request on 408/409/429/5xx and connection errors; at most
+    `max_retries + 1` attempts."""
+    timeout: float | httpx.Timeout | None = _settings.DEFAULT_TIMEOUT
+    """Seconds per HTTP attempt (or an `httpx.Timeout`); None waits forever."""
+    show_progress_bar: bool = False
+    """Show a tqdm bar that advances as each request finishes."""
+    default_headers: dict[str, str] | None = Field(default=None, exclude=True, repr=False)
+    """Extra headers for every request; hidden from reprs and dumps."""
+    http_client: httpx.Client | None = Field(default=None, exclude=True, repr=False)
+    """Your own `httpx.Client`."""
+    http_async_client: httpx.AsyncClient | None = Field(default=None, exclude=True, repr=False)
+    """Your own `httpx.AsyncClient`."""
+
+    _cores: CoreCache = PrivateAttr(default_factory=CoreCache)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "PrivatemodeEmbedding"
+
+    @classmethod
+    def local(cls, **kwargs: Any) -> PrivatemodeEmbedding:
+        """Embeddings from the bundled local stack (proxy + local backend, real attestation).
+
+        Starts the stack once per process (shared, stopped at exit); `model_name` defaults to
+        `all-minilm-l6-v2`. Only on request: nothing falls back to the local model by itself.
+        """
+        from privatemode_integrations._local import local_base_url
+
+        if "base_url" in kwargs:
+            raise ValueError("local() chooses its own base_url; do not pass base_url")
+        kwargs.setdefault("model_name", _settings.LOCAL_MODEL)
+        return cls(base_url=local_base_url(), **kwargs)
+
+    @property
+    def client(self) -> EmbeddingsClient:
+        """The shared client core with this object's current settings."""
+        return self._cores.get(
+            base_url=self.base_url,
+            api_key=self.api_key,
+            model=self.model_name,
+            dimensions=self.dimensions,
+            batch_size=self.batch_size,
+            max_concurrency=self.max_concurrency,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+            show_progress_bar=self.show_progress_bar,
+            default_headers=self.default_headers,
+            http_client=self.http_client,
+            http_async_client=self.http_async_client,
+        )
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self.client.embed([query])[0].tolist()  # type: ignore[no-any-return]
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return (await self.client.aembed([query]))[0].tolist()  # type: ignore[no-any-return]
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self.client.embed([text])[0].tolist()  # type: ignore[no-any-return]
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return (await self.client.aembed([text]))[0].tolist()  # type: ignore[no-any-return]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self.client.embed(texts).tolist()  # type: ignore[no-any-return]
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return (await self.client.aembed(texts)).tolist()  # type: ignore[no-any-return]

@@ -1,0 +1,471 @@
+"""`privatemode-proxy`: the command line.
+
+Flags mirror the official Privatemode proxy (`--apiKey`, `--apiEndpoint`, `--port`, `--workspace`,
+`--manifestPath`, `--tlsCertPath`/`--tlsKeyPath`, the NVIDIA OCSP flags, `--log-level`) plus
+`--host`, `--local`, `--trustedRoot`, `--log-format` and the batching limits. The subcommand
+`local-backend` runs the bundled local backend on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from privatemode_proxy import __version__
+from privatemode_proxy._batching import BatchLimits
+from privatemode_proxy._server import ProxyConfig, create_proxy_app
+from privatemode_proxy._session import ManifestProvider, SessionConfig, pinned_manifest
+
+DEFAULT_API_ENDPOINT = "api.privatemode.ai:443"
+DEFAULT_CDN_BASE_URL = "https://cdn.confidential.cloud/privatemode/v2"
+
+logger = logging.getLogger("privatemode_proxy")
+
+
+def api_base_url(endpoint: str) -> str:
+    """`host:port` means HTTPS (as the official proxy has it); a full URL is taken as given."""
+    endpoint = endpoint.strip()
+    if "://" in endpoint:
+        if not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"--apiEndpoint must be host:port or an http(s) URL, got {endpoint!r}")
+        return endpoint.rstrip("/")
+    if not endpoint:
+        raise ValueError("--apiEndpoint must not be empty")
+    return f"https://{endpoint}".rstrip("/")
+
+
+def read_api_key(value: str | None) -> str | None:
+    """`--apiKey KEY` or `--apiKey @FILE` (the first line of FILE)."""
+    if value is None or value == "":
+        return None
+    if value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read the API key file {path}: {exc.strerror}") from None
+        key = text.strip().splitlines()[0].strip() if text.strip() else ""
+        if not key:
+            raise ValueError(f"the API key file {path} is empty")
+        return key
+    return value
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privatemode-proxy",
+        description=(
+            "An OpenAI-compatible proxy to Privatemode: it verifies the backend's "
+            "confidential-computing attestation, exchanges a secret with it, and sends every "
+            "request only field-encrypted. Serves POST /v1/embeddings, GET /v1/models, "
+            "GET /healthz and a status page at GET /."
+        ),
+        epilog=(
+            "Subcommand: 'privatemode-proxy local-backend --host H --port P --workspace DIR' runs "
+            "the bundled local backend alone (see 'privatemode-proxy local-backend --help'); use "
+            "it with --apiEndpoint http://H:P --trustedRoot DIR/root.pem "
+            "--manifestPath DIR/manifest.json."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    up = parser.add_argument_group("upstream")
+    up.add_argument(
+        "--apiKey",
+        metavar="KEY|@FILE",
+        help="API key for the Privatemode API, or @FILE to read it from FILE. Without a key "
+        "the proxy does not authenticate with the API.",
+    )
+    up.add_argument(
+        "--apiEndpoint",
+        default=DEFAULT_API_ENDPOINT,
+        metavar="HOST:PORT|URL",
+        help="The Privatemode API: host:port (HTTPS) or a full URL such as "
+        "http://127.0.0.1:9000 (default: %(default)s).",
+    )
+    up.add_argument(
+        "--manifestPath",
+        metavar="FILE",
+        help="Trust exactly this manifest file. Without it the manifest is fetched from the "
+        "Privatemode CDN and logged in WORKSPACE/manifests/.",
+    )
+    up.add_argument(
+        "--cdnBaseURL",
+        default=DEFAULT_CDN_BASE_URL,
+        help="Base URL the manifest is fetched from when --manifestPath is not given "
+        "(default: %(default)s).",
+    )
+    up.add_argument(
+        "--trustedRoot",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="Also trust this root certificate (PEM) for attestation, in addition to AMD's: "
+        "for a local backend or a self-hosted deployment run as its own process. Repeatable.",
+    )
+    up.add_argument(
+        "--local",
+        action="store_true",
+        help="Start the bundled local backend in this process and use it as the upstream, "
+        "trusting its self-made root and pinning its manifest. For development and tests: "
+        "it is not Privatemode's service.",
+    )
+    up.add_argument(
+        "--workspace",
+        default=".",
+        metavar="DIR",
+        help="Directory for files the proxy writes: the manifest log (DIR/manifests/), the "
+        "certificate cache, and with --local the local backend's keys (default: %(default)s).",
+    )
+    up.add_argument(
+        "--nvidiaOCSPAllowUnknown",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="Accept GPUs whose NVIDIA OCSP status is unknown (the OCSP service could not be "
+        "reached) (default: true).",
+    )
+    up.add_argument(
+        "--nvidiaOCSPRevokedGracePeriod",
+        type=_non_negative_int,
+        default=48,
+        metavar="HOURS",
+        help="Accept NVIDIA certificates revoked less than this many hours ago; 0 rejects "
+        "revoked certificates at once (default: %(default)s).",
+    )
+    srv = parser.add_argument_group("server")
+    srv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="Address to listen on (default: %(default)s; 0.0.0.0 exposes the proxy to the "
+        "network).",
+    )
+    srv.add_argument(
+        "--port",
+        type=_positive_int,
+        default=8080,
+        help="Port to listen on (default: %(default)s).",
+    )
+    srv.add_argument("--tlsCertPath", metavar="FILE", help="Serve HTTPS with this certificate.")
+    srv.add_argument("--tlsKeyPath", metavar="FILE", help="The key of --tlsCertPath.")
+    lim = parser.add_argument_group("batching limits (on top of the model catalogue's)")
+    lim.add_argument(
+        "--maxInputsPerRequest",
+        type=_positive_int,
+        metavar="N",
+        help="Split client requests into upstream requests of at most N inputs.",
+    )
+    lim.add_argument(
+        "--maxTokensPerRequest",
+        type=_positive_int,
+        metavar="N",
+        help="Split client requests into upstream requests of at most N tokens (counted "
+        "exactly for the local model, over-estimated for others).",
+    )
+    lim.add_argument(
+        "--maxConcurrentSubrequests",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="Upstream requests in flight at once for one split client request "
+        "(default: %(default)s).",
+    )
+    log = parser.add_argument_group("logging")
+    log.add_argument(
+        "--log-level",
+        "-l",
+        default="info",
+        choices=["debug", "info", "warn", "warning", "error"],
+        help="Log level (default: %(default)s). Logs never contain API keys, secrets or "
+        "input texts.",
+    )
+    log.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="Log line format (default: %(default)s).",
+    )
+    return parser
+
+
+def build_local_backend_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privatemode-proxy local-backend",
+        description=(
+            "Run the bundled local backend: the Privatemode server side (attestation with a "
+            "self-made AMD-like certificate chain, HPKE secret exchange, encrypted "
+            "/v1/embeddings) with a real embedding model, offline. On first start it writes "
+            "WORKSPACE/root.pem (the root a proxy must trust) and WORKSPACE/manifest.json (the "
+            "manifest a proxy must pin)."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="Address (default: %(default)s).")
+    parser.add_argument(
+        "--port", type=_positive_int, default=9000, help="Port (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--workspace",
+        default="./privatemode-local-backend",
+        metavar="DIR",
+        help="Where the backend keeps its keys, root.pem and manifest.json (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--log-level",
+        "-l",
+        default="info",
+        choices=["debug", "info", "warn", "warning", "error"],
+        help="Log level (default: %(default)s).",
+    )
+    return parser
+
+
+# -- logging -------------------------------------------------------------------------------------
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error"] = record.exc_info[0].__name__
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class _RedactFilter(logging.Filter):
+    """Belt and braces: no log line shows the API key, whatever logged it."""
+
+    def __init__(self, words: Sequence[str]) -> None:
+        super().__init__()
+        self._words = [w for w in words if w]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._words:
+            message = record.getMessage()
+            if any(w in message for w in self._words):
+                for word in self._words:
+                    message = message.replace(word, "[REDACTED]")
+                record.msg, record.args = message, None
+        return True
+
+
+def _adopt_uvicorn_loggers() -> None:
+    """Route uvicorn's loggers through our handler (an in-process uvicorn may have set its own)."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uv = logging.getLogger(name)
+        uv.handlers.clear()
+        uv.propagate = True
+
+
+def _level_name(level: str) -> str:
+    return "warning" if level.lower() in ("warn", "warning") else level.lower()
+
+
+def setup_logging(level: str, fmt: str, redact: Sequence[str] = ()) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(_RedactFilter(redact))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_level_name(level).upper())
+    _adopt_uvicorn_loggers()
+    # httpx logs every request URL at INFO: noise, and the proxy logs what matters itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def _manifest_provider(args: argparse.Namespace, workspace: Path) -> ManifestProvider:
+    if args.manifestPath:
+        path = Path(args.manifestPath).expanduser()
+        try:
+            return pinned_manifest(path.read_bytes())
+        except OSError as exc:
+            raise ValueError(f"cannot read --manifestPath {path}: {exc.strerror}") from None
+    from privatemode_proxy.attestation import ManifestSource
+
+    source = ManifestSource.from_cdn(args.cdnBaseURL, workspace)
+    return source.provider()
+
+
+def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> ProxyConfig:
+    """The proxy configuration from parsed flags (and a started local backend for --local)."""
+    from privatemode_proxy.attestation import (
+        KdsCertificateCache,
+        amd_roots,
+        load_trusted_root,
+    )
+
+    if (args.tlsCertPath is None) != (args.tlsKeyPath is None):
+        raise ValueError("--tlsCertPath and --tlsKeyPath must be given together")
+    if not args.nvidiaOCSPAllowUnknown and args.nvidiaOCSPRevokedGracePeriod > 0:
+        raise ValueError(
+            "--nvidiaOCSPAllowUnknown=false with a revoked grace period > 0 is contradictory: "
+            "set --nvidiaOCSPRevokedGracePeriod 0 or allow unknown statuses"
+        )
+    workspace = Path(args.workspace).expanduser()
+    roots = list(amd_roots())
+    for pem in args.trustedRoot:
+        roots.extend(load_trusted_root(Path(pem).expanduser()))
+    if local_backend is not None:
+        api_url = str(local_backend.url)
+        roots.extend(load_trusted_root(Path(local_backend.root_pem_path)))
+        manifest = pinned_manifest(Path(local_backend.manifest_path).read_bytes())
+    else:
+        api_url = api_base_url(args.apiEndpoint)
+        manifest = _manifest_provider(args, workspace)
+    session = SessionConfig(
+        api_url=api_url,
+        api_key=read_api_key(args.apiKey),
+        trusted_roots=tuple(roots),
+        manifest=manifest,
+        certificates=KdsCertificateCache(workspace),
+        ocsp_allow_unknown=args.nvidiaOCSPAllowUnknown,
+        ocsp_revoked_grace_period=timedelta(hours=args.nvidiaOCSPRevokedGracePeriod),
+    )
+    limits = BatchLimits(
+        max_inputs_per_request=args.maxInputsPerRequest,
+        max_tokens_per_request=args.maxTokensPerRequest,
+        max_concurrent_subrequests=args.maxConcurrentSubrequests,
+    )
+    counters = None
+    if local_backend is not None:
+        counters = {local_backend.model_id: local_backend.engine.count_tokens}
+    return ProxyConfig(
+        session=session,
+        limits=limits,
+        local_mode=local_backend is not None,
+        token_counters=counters,
+    )
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+
+def _run_local_backend(argv: Sequence[str]) -> int:
+    args = build_local_backend_parser().parse_args(argv)
+    setup_logging(args.log_level, "text")
+    from privatemode_proxy.local import run_local_backend
+
+    run_local_backend(
+        host=args.host,
+        port=args.port,
+        workspace=Path(args.workspace),
+        log_level=_level_name(args.log_level),
+    )
+    return 0
+
+
+def _run_proxy(argv: Sequence[str]) -> int:
+    import uvicorn
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        api_key = read_api_key(args.apiKey)
+    except ValueError as exc:
+        parser.error(str(exc))
+    setup_logging(args.log_level, args.log_format, redact=[api_key or ""])
+    logger.info("privatemode-proxy %s", __version__)
+    backend: Any = None
+    try:
+        if args.local:
+            from privatemode_proxy.local import LocalBackend
+
+            backend_dir = Path(args.workspace).expanduser() / "local-backend"
+            backend = LocalBackend(backend_dir)
+            backend.start()
+            logger.warning(
+                "\n%s\nLOCAL MODE: the upstream is the bundled local backend at %s.\n"
+                "Its self-made root (%s) is trusted and its manifest pinned. This is NOT\n"
+                "Privatemode's service and runs on no confidential-computing hardware.\n%s",
+                "=" * 78,
+                backend.url,
+                backend.root_pem_path,
+                "=" * 78,
+            )
+        elif api_key is None:
+            logger.warning("no API key given: the proxy will not authenticate with the API")
+        try:
+            config = build_config(args, local_backend=backend)
+        except (ValueError, OSError) as exc:
+            parser.error(str(exc))
+        app = create_proxy_app(config)
+        _adopt_uvicorn_loggers()  # the local backend's server may have configured them
+        scheme = "https" if args.tlsCertPath else "http"
+        logger.info(
+            "listening on %s://%s:%d (upstream %s)",
+            scheme,
+            args.host,
+            args.port,
+            config.session.api_url,
+        )
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            ssl_certfile=args.tlsCertPath,
+            ssl_keyfile=args.tlsKeyPath,
+            log_config=None,
+            access_log=args.log_level == "debug",
+            log_level=_level_name(args.log_level),
+        )
+    finally:
+        if backend is not None:
+            backend.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] == "local-backend":
+        return _run_local_backend(arguments[1:])
+    return _run_proxy(arguments)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

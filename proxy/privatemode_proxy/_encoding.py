@@ -1,0 +1,114 @@
+"""Embedding vectors between the wire and numpy: decode upstream's, encode the client's.
+
+Everything here works on whole rows or whole matrices; nothing loops over single floats, so a
+batch of thousands of vectors costs a few numpy calls and one base64 call per row.
+OpenAI's `base64` layout is the little-endian float32 bytes of the vector, base64-encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatMatrix = npt.NDArray[np.float32]
+
+ENCODING_FORMATS = ("float", "base64")
+_LE_FLOAT32 = np.dtype("<f4")
+
+
+class VectorFormatError(ValueError):
+    """Upstream answered with embeddings that are not a well-formed, complete list."""
+
+
+def decode_embeddings(data: Any, expected_count: int) -> FloatMatrix:
+    """Turn an OpenAI `data` list (base64 or float embeddings, any order) into an (n, dim) matrix.
+
+    Rows come out in `index` order. Every index 0..expected_count-1 must appear exactly once and
+    all vectors must have the same length.
+    """
+    if not isinstance(data, list):
+        raise VectorFormatError("upstream response has no 'data' list")
+    if len(data) != expected_count:
+        raise VectorFormatError(
+            f"upstream returned {len(data)} embeddings for {expected_count} inputs"
+        )
+    ordered: list[Any] = [None] * expected_count
+    for item in data:
+        index = item.get("index") if isinstance(item, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise VectorFormatError("upstream embedding without an integer 'index'")
+        if not 0 <= index < expected_count or ordered[index] is not None:
+            raise VectorFormatError(f"upstream embedding index {index} is out of range or repeated")
+        embedding = item.get("embedding")
+        if embedding is None:
+            raise VectorFormatError(f"upstream embedding {index} has no 'embedding'")
+        ordered[index] = embedding
+    if expected_count == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    if all(isinstance(e, str) for e in ordered):
+        return _decode_base64_rows(ordered)
+    if all(isinstance(e, list) for e in ordered):
+        return _decode_float_rows(ordered)
+    raise VectorFormatError("upstream embeddings are neither all base64 strings nor all lists")
+
+
+def _decode_base64_rows(rows: Sequence[str]) -> FloatMatrix:
+    try:
+        chunks = [base64.b64decode(row, validate=True) for row in rows]
+    except (binascii.Error, ValueError) as exc:
+        raise VectorFormatError("upstream embedding is not valid base64") from exc
+    width = len(chunks[0])
+    if width == 0 or width % 4 or any(len(c) != width for c in chunks):
+        raise VectorFormatError("upstream base64 embeddings have unequal or invalid lengths")
+    flat = np.frombuffer(b"".join(chunks), dtype=_LE_FLOAT32)
+    return flat.reshape(len(chunks), width // 4).astype(np.float32, copy=False)
+
+
+def _decode_float_rows(rows: Sequence[list[Any]]) -> FloatMatrix:
+    width = len(rows[0])
+    if width == 0 or any(len(r) != width for r in rows):
+        raise VectorFormatError("upstream float embeddings have unequal or zero lengths")
+    try:
+        return np.asarray(rows, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise VectorFormatError("upstream float embedding contains a non-number") from exc
+
+
+def reduce_dimensions(matrix: FloatMatrix, dimensions: int) -> FloatMatrix:
+    """Matryoshka reduction: keep the leading `dimensions` values and L2-normalise each row."""
+    head = np.array(matrix[:, :dimensions], dtype=np.float32, copy=True)
+    norms = np.linalg.norm(head, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    head /= norms
+    return head
+
+
+def encode_embeddings(matrix: FloatMatrix, encoding_format: str) -> list[dict[str, Any]]:
+    """The OpenAI `data` list for `matrix`, one entry per row, in row order.
+
+    `float` rows stay numpy views (serialise with orjson's OPT_SERIALIZE_NUMPY); `base64` rows
+    are the little-endian float32 bytes, one base64 call per row.
+    """
+    rows = np.ascontiguousarray(matrix, dtype=_LE_FLOAT32)
+    if encoding_format == "base64":
+        raw = memoryview(rows.tobytes())  # slices of a memoryview are not copies
+        stride = rows.shape[1] * 4 if rows.ndim == 2 else 0
+        b64 = base64.b64encode
+        return [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": b64(raw[i * stride : (i + 1) * stride]).decode("ascii"),
+            }
+            for i in range(rows.shape[0])
+        ]
+    # orjson serialises native-endian float32 arrays; on a big-endian host convert once.
+    native = rows.astype(np.float32, copy=False)
+    return [
+        {"object": "embedding", "index": i, "embedding": native[i]} for i in range(rows.shape[0])
+    ]

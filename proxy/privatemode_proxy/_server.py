@@ -1,0 +1,545 @@
+"""The OpenAI-compatible server: validation, batching limits, dimensions, encodings, errors.
+
+`create_proxy_app(config)` returns a FastAPI app that serves `POST /v1/embeddings`,
+`GET /v1/models`, `GET /healthz` and a status page at `GET /`. Every embeddings request is checked
+against the model catalogue before anything goes upstream, split into sub-requests that fit the
+model's per-request limits, sent through the attested `UpstreamSession`, and merged back in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from privatemode_proxy import __version__
+from privatemode_proxy._batching import (
+    BatchLimits,
+    TokenCounter,
+    default_token_counters,
+    plan_tokens,
+    split_batches,
+)
+from privatemode_proxy._catalogue import CATALOGUE, ModelInfo
+from privatemode_proxy._encoding import (
+    ENCODING_FORMATS,
+    FloatMatrix,
+    VectorFormatError,
+    decode_embeddings,
+    encode_embeddings,
+    reduce_dimensions,
+)
+from privatemode_proxy._session import (
+    SessionConfig,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamSession,
+)
+
+logger = logging.getLogger(__name__)
+
+_JSON = "application/json"
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Everything `create_proxy_app` needs."""
+
+    session: SessionConfig
+    limits: BatchLimits = field(default_factory=BatchLimits)
+    max_body_bytes: int = 64 * 1024 * 1024
+    local_mode: bool = False
+    """Shown on the status page: the upstream is the bundled local backend, not Privatemode."""
+    token_counters: Mapping[str, TokenCounter] | None = None
+    """Exact token counters by model id, over the ones we ship (the local model's)."""
+    catalogue: Mapping[str, ModelInfo] = field(default_factory=lambda: dict(CATALOGUE))
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.error_type = error_type
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def response(self) -> Response:
+        return error_response(
+            self.status_code, self.message, self.error_type, self.param, self.code, self.headers
+        )
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    error_type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return Response(orjson.dumps(body), status_code, headers=dict(headers or {}), media_type=_JSON)
+
+
+@dataclass
+class EmbeddingsRequest:
+    """A validated client request."""
+
+    model: str
+    texts: list[str]
+    encoding_format: str
+    dimensions: int | None
+    passthrough: dict[str, Any]
+    """Other fields (`user`, unknown extensions), forwarded as they came."""
+
+    def __repr__(self) -> str:
+        # Never show input texts in logs or tracebacks.
+        return (
+            f"EmbeddingsRequest(model={self.model!r}, <{len(self.texts)} texts>, "
+            f"encoding_format={self.encoding_format!r}, dimensions={self.dimensions!r})"
+        )
+
+
+_STRINGS_ONLY_MESSAGE = (
+    "'input' must be a string or a list of strings: token arrays are not supported by "
+    "Privatemode. Pass the texts themselves (with langchain-openai's OpenAIEmbeddings, set "
+    "check_embedding_ctx_length=False)."
+)
+
+
+def parse_embeddings_request(raw: bytes) -> EmbeddingsRequest:
+    """Validate the body of `POST /v1/embeddings`; raises `ApiError` (400) with what to change."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson's position only; its message could quote the body.
+        raise ApiError(
+            400, f"the request body is not valid JSON (at character {exc.pos}); send a JSON object"
+        ) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    model = body.pop("model", None)
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' is required and must be a string", param="model")
+    if "input" not in body:
+        raise ApiError(400, "'input' is required", param="input")
+    value = body.pop("input")
+    if isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, list):
+        if not value:
+            raise ApiError(400, "'input' must not be an empty list", param="input")
+        texts = value
+        for i, item in enumerate(texts):
+            if isinstance(item, str):
+                continue
+            if isinstance(item, int | list) and not isinstance(item, bool):
+                raise ApiError(400, _STRINGS_ONLY_MESSAGE, param="input", code="token_arrays")
+            raise ApiError(
+                400,
+                f"'input[{i}]' must be a string, got {type(item).__name__}",
+                param="input",
+            )
+    else:
+        raise ApiError(400, "'input' must be a string or a list of strings", param="input")
+    encoding = body.pop("encoding_format", None)
+    if encoding is None:
+        encoding = "float"
+    if encoding not in ENCODING_FORMATS:
+        raise ApiError(
+            400,
+            f"'encoding_format' must be 'float' or 'base64', got {encoding!r}",
+            param="encoding_format",
+        )
+    dimensions = body.pop("dimensions", None)
+    if dimensions is not None and (
+        not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1
+    ):
+        raise ApiError(400, "'dimensions' must be a positive integer", param="dimensions")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise ApiError(400, "'user' must be a string", param="user")
+    return EmbeddingsRequest(model, texts, str(encoding), dimensions, body)
+
+
+@dataclass
+class _SubResult:
+    vectors: FloatMatrix
+    model: str | None
+    prompt_tokens: int | None
+    total_tokens: int | None
+
+
+class EmbeddingsService:
+    """Serves one validated embeddings request: split, send, check, merge."""
+
+    def __init__(self, config: ProxyConfig, session: UpstreamSession) -> None:
+        self.config = config
+        self.session = session
+        self._counters: dict[str, TokenCounter] = {
+            **default_token_counters(),
+            **(config.token_counters or {}),
+        }
+
+    async def embed(self, req: EmbeddingsRequest) -> bytes:
+        info = self.config.catalogue.get(req.model)
+        if info is not None and req.dimensions is not None:
+            problem = info.check_dimensions(req.dimensions)
+            if problem is not None:
+                raise ApiError(400, problem, param="dimensions", code="invalid_dimensions")
+        ranges, counts = await self._plan(info, req.texts)
+        semaphore = asyncio.Semaphore(self.config.limits.max_concurrent_subrequests)
+        started = time.perf_counter()
+        results = await self._run_all(req, ranges, semaphore)
+        if len(results) == 1:
+            vectors = results[0].vectors
+        else:
+            vectors = np.concatenate([r.vectors for r in results])
+        vectors = self._apply_dimensions(info, req, vectors)
+        logger.debug(
+            "embedded %d inputs in %d sub-request(s) in %.3f s",
+            len(req.texts),
+            len(ranges),
+            time.perf_counter() - started,
+        )
+        prompt = _sum_usage([r.prompt_tokens for r in results], counts)
+        total = _sum_usage([r.total_tokens for r in results], counts)
+        model = next((r.model for r in results if r.model), req.model)
+        body = {
+            "object": "list",
+            "data": encode_embeddings(vectors, req.encoding_format),
+            "model": model,
+            "usage": {"prompt_tokens": prompt, "total_tokens": total},
+        }
+        return orjson.dumps(body, option=_NUMPY)
+
+    async def _plan(
+        self, info: ModelInfo | None, texts: list[str]
+    ) -> tuple[list[tuple[int, int]], list[int] | None]:
+        """Sub-request ranges and (for known models) the token counts they were cut by."""
+        if info is None:
+            # Unknown to the catalogue: no limits to apply; upstream decides (and may say 404).
+            return [(0, len(texts))], None
+        limits = self.config.limits
+        max_tokens = limits.tokens_for(info)
+        if len(texts) > 64:  # tokenizing a large batch is worth a thread
+            plan = await asyncio.to_thread(plan_tokens, info, texts, max_tokens, self._counters)
+        else:
+            plan = plan_tokens(info, texts, max_tokens, self._counters)
+        if plan.too_long:
+            i, n = plan.too_long[0]
+            more = f" ({len(plan.too_long)} inputs are too long)" if len(plan.too_long) > 1 else ""
+            raise ApiError(
+                400,
+                f"input {i} has {n} tokens; model '{info.id}' accepts at most "
+                f"{info.max_tokens_per_input} tokens per input{more}. Shorten or split it.",
+                param="input",
+                code="context_length_exceeded",
+            )
+        counts = plan.counts
+        ranges = split_batches(counts, max_inputs=limits.inputs_for(info), max_tokens=max_tokens)
+        return ranges, counts
+
+    async def _run_all(
+        self,
+        req: EmbeddingsRequest,
+        ranges: list[tuple[int, int]],
+        semaphore: asyncio.Semaphore,
+    ) -> list[_SubResult]:
+        if len(ranges) == 1:
+            return [await self._run_one(req, ranges[0], 0, 1, semaphore)]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._run_one(req, rng, k, len(ranges), semaphore))
+                    for k, rng in enumerate(ranges)
+                ]
+        except BaseExceptionGroup as eg:
+            # The first failure cancelled the others; answer with it (never a partial result).
+            first = _first_leaf(eg)
+            raise first from None
+        return [t.result() for t in tasks]
+
+    async def _run_one(
+        self,
+        req: EmbeddingsRequest,
+        rng: tuple[int, int],
+        k: int,
+        n: int,
+        semaphore: asyncio.Semaphore,
+    ) -> _SubResult:
+        start, end = rng
+        body: dict[str, Any] = {"model": req.model, "input": req.texts[start:end]}
+        body.update(req.passthrough)
+        body["encoding_format"] = "base64"  # a quarter of the bytes of float text, exact
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        where = f" (sub-request {k + 1} of {n}, inputs {start}..{end - 1})" if n > 1 else ""
+        async with semaphore:
+            try:
+                answer = await self.session.post_embeddings(body)
+            except UpstreamError as exc:
+                raise ApiError(
+                    exc.status_code, f"{exc}{where}", error_type=exc.error_type, code=exc.code
+                ) from None
+        if not answer.is_success:
+            raise _upstream_error(answer, where)
+        try:
+            vectors = decode_embeddings(answer.body.get("data"), end - start)
+        except VectorFormatError as exc:
+            raise ApiError(
+                502, f"upstream answer unusable{where}: {exc}", error_type="upstream_error"
+            ) from None
+        usage = answer.body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        model = answer.body.get("model")
+        return _SubResult(
+            vectors,
+            model if isinstance(model, str) else None,
+            _int_or_none(usage.get("prompt_tokens")),
+            _int_or_none(usage.get("total_tokens")),
+        )
+
+    def _apply_dimensions(
+        self, info: ModelInfo | None, req: EmbeddingsRequest, vectors: FloatMatrix
+    ) -> FloatMatrix:
+        if info is None:
+            return vectors
+        expected = req.dimensions if req.dimensions is not None else info.native_dimensions
+        got = int(vectors.shape[1])
+        if got == expected:
+            return vectors
+        if info.matryoshka and req.dimensions is not None and got > expected:
+            # Upstream ignored `dimensions`: a Matryoshka model's reduced vector is the leading
+            # slice of the full one, re-normalised.
+            return reduce_dimensions(vectors, expected)
+        raise ApiError(
+            502,
+            f"upstream returned vectors of length {got}; expected {expected} for model '{info.id}'",
+            error_type="upstream_error",
+            code="unexpected_dimensions",
+        )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _sum_usage(values: list[int | None], counts: list[int] | None) -> int:
+    if all(v is not None for v in values):
+        return sum(v for v in values if v is not None)
+    return sum(counts) if counts is not None else sum(v or 0 for v in values)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _upstream_error(answer: UpstreamResponse, where: str) -> ApiError:
+    err = answer.body.get("error")
+    err = err if isinstance(err, dict) else {}
+    message = str(err.get("message") or "upstream error")
+    status = answer.status_code
+    if 400 <= status < 500:
+        # Upstream 4xx: passed on with its status and its (decrypted) message.
+        return ApiError(
+            status,
+            f"{message}{where}",
+            error_type=str(err.get("type") or "invalid_request_error"),
+            param=err.get("param") if isinstance(err.get("param"), str) else None,
+            code=err.get("code") if isinstance(err.get("code"), str) else None,
+            headers=answer.headers,
+        )
+    return ApiError(
+        502,
+        f"upstream answered HTTP {status}{where}: {message}",
+        error_type="upstream_error",
+        code="upstream_error",
+    )
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+def create_proxy_app(config: ProxyConfig) -> FastAPI:
+    """The proxy as an ASGI app; the upstream session lives on the app's event loop."""
+    session = UpstreamSession(config.session)
+    service = EmbeddingsService(config, session)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await session.start()
+        if config.local_mode:
+            logger.warning(
+                "LOCAL MODE: upstream is the bundled local backend at %s; its self-made root "
+                "is trusted. Not Privatemode's service, no confidential-computing hardware.",
+                config.session.api_url,
+            )
+        try:
+            yield
+        finally:
+            await session.aclose()
+
+    app = FastAPI(
+        title="privatemode-proxy",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.session = session
+    app.state.config = config
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return error_response(exc.status_code, str(exc.detail), error_type)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        return error_response(400, "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        # Only the type: an exception's text could quote request content.
+        logger.error("internal error: %s", type(exc).__name__)
+        return error_response(500, "internal error in the proxy", "server_error")
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
+            raise ApiError(413, f"request body over {config.max_body_bytes} bytes")
+        raw = await request.body()
+        if len(raw) > config.max_body_bytes:
+            raise ApiError(413, f"request body over {config.max_body_bytes} bytes")
+        req = parse_embeddings_request(raw)
+        return Response(await service.embed(req), media_type=_JSON)
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        try:
+            status, content = await session.get_models()
+        except UpstreamError as exc:
+            raise ApiError(
+                exc.status_code, str(exc), error_type=exc.error_type, code=exc.code
+            ) from None
+        if status != 200:
+            return Response(content, status, media_type=_JSON)
+        return Response(_with_tasks(content, config.catalogue), media_type=_JSON)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        status = session.status()
+        state = "ready" if status["ready"] else ("failed" if status["last_error"] else "pending")
+        body = {"status": "ok", "upstream": state, "last_error": status["last_error"]}
+        return Response(orjson.dumps(body), media_type=_JSON)
+
+    @app.get("/")
+    async def status_page(request: Request) -> Response:
+        status = session.status()
+        status["local_mode"] = config.local_mode
+        status["version"] = __version__
+        wants_json = request.query_params.get("format") == "json" or (
+            _JSON in request.headers.get("accept", "")
+            and "text/html" not in request.headers.get("accept", "")
+        )
+        if wants_json:
+            return Response(orjson.dumps(status), media_type=_JSON)
+        return HTMLResponse(_status_html(status))
+
+    return app
+
+
+def _with_tasks(content: bytes, catalogue: Mapping[str, ModelInfo]) -> bytes:
+    """Upstream's model list, with `tasks` filled in from the catalogue where it is missing."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return content
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return content
+    changed = False
+    for entry in data:
+        if isinstance(entry, dict) and "tasks" not in entry:
+            info = catalogue.get(str(entry.get("id")))
+            if info is not None:
+                entry["tasks"] = list(info.tasks)
+                changed = True
+    return orjson.dumps(body) if changed else content
+
+
+def _status_html(status: dict[str, Any]) -> str:
+    esc = html.escape
+    rows: list[tuple[str, str]] = [("Upstream", str(status["upstream"]))]
+    att = status.get("attestation")
+    if isinstance(att, dict):
+        for key in ("product", "measurement", "reported_tcb", "manifest_sha256", "verified_at"):
+            if key in att:
+                value = att[key]
+                text = (
+                    ", ".join(f"{k}={v}" for k, v in value.items())
+                    if isinstance(value, dict)
+                    else str(value)
+                )
+                rows.append((key.replace("_", " ").capitalize(), text))
+    else:
+        rows.append(("Attestation", "not yet verified"))
+    secret = status.get("secret")
+    if isinstance(secret, dict):
+        rows.append(("Secret obtained", str(secret["obtained_at"])))
+        rows.append(("Secret used until", str(secret["use_until"])))
+    else:
+        rows.append(("Secret", "none yet"))
+    if status.get("last_error"):
+        rows.append(("Last error", str(status["last_error"])))
+    banner = (
+        "<p><strong>LOCAL MODE</strong>: the upstream is the bundled local backend, whose "
+        "self-made root is trusted. This is not Privatemode's service.</p>"
+        if status.get("local_mode")
+        else ""
+    )
+    table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    ready = "ready" if status.get("ready") else "not ready"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>privatemode-proxy</title>"
+        "<style>body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:1em}"
+        "td{font-family:monospace}</style></head><body>"
+        f"<h1>privatemode-proxy {esc(str(status.get('version')))}: {ready}</h1>{banner}"
+        f"<table>{table}</table><p><a href='/?format=json'>JSON</a></p></body></html>"
+    )
