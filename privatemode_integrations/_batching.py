@@ -126,21 +126,15 @@ def pack_batches(
     counts more than that for one input (it truncates or refuses it). Consecutive ranges keep
     the merge trivial and the order certain.
     """
+    # The same greedy splitter the proxy uses; imported on use (see `catalogue_limits`).
+    from privatemode_proxy._batching import split_batches
     from privatemode_proxy._catalogue import estimate_tokens
 
     max_inputs = limits.max_inputs_per_request
     if batch_size is not None:
         max_inputs = min(max_inputs, batch_size)
-    batches: list[range] = []
-    start = 0
-    tokens = 0
-    for i, text in enumerate(texts):
-        cost = min(estimate_tokens(text), limits.max_tokens_per_input)
-        count = i - start
-        if count and (count >= max_inputs or tokens + cost > limits.max_tokens_per_request):
-            batches.append(range(start, i))
-            start, tokens = i, 0
-        tokens += cost
-    if start < len(texts):
-        batches.append(range(start, len(texts)))
-    return batches
+    costs = [min(estimate_tokens(text), limits.max_tokens_per_input) for text in texts]
+    ranges = split_batches(
+        costs, max_inputs=max_inputs, max_tokens=limits.max_tokens_per_request
+    )
+    return [range(start, end) for start, end in ranges]

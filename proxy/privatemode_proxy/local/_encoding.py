@@ -1,15 +1,19 @@
-"""The OpenAI embeddings response body: dimensions, `float` or `base64` encoding, JSON bytes."""
+"""The OpenAI embeddings response body of the local backend: dimensions, encoding, JSON bytes.
+
+The vector layouts themselves (`float` rows, `base64` little-endian float32, Matryoshka slicing)
+live in `privatemode_proxy._encoding`, shared with the proxy; this module only applies the
+model's rules and builds the body.
+"""
 
 from __future__ import annotations
-
-import base64
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from .._catalogue import ModelInfo
+from .._encoding import encode_embeddings
+from .._encoding import reduce_dimensions as matryoshka_reduce
 from ._validation import EncodingFormat
 
 
@@ -25,19 +29,7 @@ def reduce_dimensions(
         return vectors
     if not model.matryoshka or dimensions > vectors.shape[1]:
         raise ValueError(f"model '{model.id}' cannot reduce to {dimensions} dimensions")
-    sliced = vectors[:, :dimensions]
-    norms = np.linalg.norm(sliced, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    reduced: npt.NDArray[np.float32] = (sliced / norms).astype(np.float32, copy=False)
-    return reduced
-
-
-def encode_vector(vector: npt.NDArray[np.float32], encoding_format: EncodingFormat) -> Any:
-    """One embedding as OpenAI sends it: a float array, or base64 of little-endian float32."""
-    if encoding_format == "base64":
-        return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
-    # orjson writes float32 with the shortest text that reads back to the same float32.
-    return vector.astype(np.float32, copy=False)
+    return matryoshka_reduce(vectors, dimensions)
 
 
 def embeddings_response_body(
@@ -52,10 +44,7 @@ def embeddings_response_body(
     body = {
         "id": response_id,
         "object": "list",
-        "data": [
-            {"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
-            for i, v in enumerate(vectors)
-        ],
+        "data": encode_embeddings(vectors, encoding_format),
         "model": model_id,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }
