@@ -34,7 +34,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from pydantic import SecretStr
-from tqdm.auto import tqdm
+# The plain console bar: tqdm.auto would need ipywidgets in Jupyter and warns without them.
+from tqdm import tqdm
 
 from privatemode_integrations import _settings
 from privatemode_integrations._batching import (
