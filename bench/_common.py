@@ -73,7 +73,8 @@ def text_table(rows: Sequence[Sequence[str]]) -> str:
     """A plain table for the terminal; the first row is the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        "  ".join(c.rjust(w) if i else c.ljust(w)
+                  for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -83,7 +84,8 @@ def text_table(rows: Sequence[Sequence[str]]) -> str:
 def md_table(rows: Sequence[Sequence[str]]) -> str:
     """A GitHub-flavoured Markdown table; the first row is the header."""
     head, *body = rows
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(out)
 

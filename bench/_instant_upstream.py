@@ -5,8 +5,8 @@ It speaks the real protocol with the real code: `/privatemode/v1/attest` answers
 `LocalIdentity`'s evidence (the proxy verifies it as it verifies the local backend's),
 `/privatemode/v1/secret` runs `serve_secret_exchange`, and `/v1/embeddings` decrypts the request
 with `ResponseCipher` and encrypts the answer's fields with it. Only the model is missing: the
-vectors are fixed unit vectors (row i of a seeded random matrix for input i), and each answer's
-`data` JSON is built once per (model, encoding, count) and reused.
+vectors are fixed unit vectors (the row of a seeded random matrix picked by a CRC of the text),
+each row serialised once at start, so that an answer is a join of ready pieces.
 
 `/direct/v1/embeddings` is the baseline: the same harness answering plaintext OpenAI JSON, as an
 OpenAI-compatible server would, with no encryption anywhere. Both endpoints check the request
@@ -23,17 +23,11 @@ import base64
 import json
 import uuid
 import zlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
 from privatemode_proxy.local._issuer import LocalIdentity
 from privatemode_proxy.local._requestlog import RequestLog, RequestLogMiddleware
 from privatemode_proxy.local._secretstore import SecretStore
@@ -44,6 +38,10 @@ from privatemode_proxy.protocol import (
     ResponseCipher,
     serve_secret_exchange,
 )
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 MODELS = {"all-minilm-l6-v2": 384, "qwen3-embedding-4b": 2560, "multilingual-e5-large": 1024}
 MAX_INPUTS = 2048
@@ -58,53 +56,54 @@ def _error(status: int, message: str, code: str | None = None) -> Response:
 
 
 class FixedVectors:
-    """Fixed unit vectors per model and their `data` JSON, cached per (model, format, count)."""
+    """Fixed unit vectors per model: text t gets row crc32(t) % rows of a seeded random matrix.
 
-    def __init__(self, models: dict[str, int], max_inputs: int = MAX_INPUTS,
-                 cache_entries: int = 32) -> None:
+    So the same text gets the same vector however a client batches it, and two clients that
+    return the same vectors in the same order agree exactly. Each row's JSON (a float array or a
+    quoted base64 string) is serialised once; an answer is a join of those pieces.
+    """
+
+    def __init__(self, models: dict[str, int], rows: int = MAX_INPUTS) -> None:
         self.models = dict(models)
-        self.max_inputs = max_inputs
+        self.rows = rows
         self._matrices: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = {}
-        self._data: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
-        self._cache_entries = cache_entries
+        self._pieces: dict[tuple[str, str], list[bytes]] = {}
 
     def matrix(self, model: str) -> np.ndarray[Any, np.dtype[np.float32]]:
         matrix = self._matrices.get(model)
         if matrix is None:
             rng = np.random.default_rng(zlib.crc32(model.encode()))
-            matrix = rng.standard_normal((self.max_inputs, self.models[model]), dtype=np.float32)
+            matrix = rng.standard_normal((self.rows, self.models[model]), dtype=np.float32)
             matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
             self._matrices[model] = matrix
         return matrix
 
-    def rows(self, model: str, count: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """The vectors for `count` inputs: the fixed rows, cycled past `max_inputs`."""
-        matrix = self.matrix(model)
-        if count <= self.max_inputs:
-            return matrix[:count]
-        return np.resize(matrix, (count, matrix.shape[1]))
+    def pieces(self, model: str, encoding: str) -> list[bytes]:
+        key = (model, encoding)
+        pieces = self._pieces.get(key)
+        if pieces is None:
+            matrix = self.matrix(model)
+            if encoding == "base64":
+                pieces = [b'"' + base64.b64encode(row.astype("<f4").tobytes()) + b'"'
+                          for row in matrix]
+            else:
+                pieces = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in matrix]
+            self._pieces[key] = pieces
+        return pieces
 
-    def data_json(self, model: str, encoding: str, count: int) -> bytes:
-        key = (model, encoding, count)
-        cached = self._data.get(key)
-        if cached is not None:
-            self._data.move_to_end(key)
-            return cached
-        rows = self.rows(model, count)
-        if encoding == "base64":
-            items = [
-                {"object": "embedding", "index": i,
-                 "embedding": base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")}
-                for i, row in enumerate(rows)
-            ]
-        else:
-            items = [{"object": "embedding", "index": i, "embedding": row}
-                     for i, row in enumerate(rows)]
-        data = orjson.dumps(items, option=orjson.OPT_SERIALIZE_NUMPY)
-        self._data[key] = data
-        while len(self._data) > self._cache_entries:
-            self._data.popitem(last=False)
-        return data
+    def row_of(self, text: str) -> int:
+        return zlib.crc32(text.encode("utf-8", "surrogatepass")) % self.rows
+
+    def vectors_for(self, model: str, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        return self.matrix(model)[[self.row_of(t) for t in texts]]
+
+    def data_json(self, model: str, encoding: str, texts: list[str]) -> bytes:
+        """The `data` array of an OpenAI embeddings answer for `texts`, as JSON bytes."""
+        pieces = self.pieces(model, encoding)
+        rows = [self.row_of(t) for t in texts]
+        parts = [b'{"object":"embedding","index":%d,"embedding":%s}' % (i, pieces[r])
+                 for i, r in enumerate(rows)]
+        return b"[" + b",".join(parts) + b"]"
 
 
 class InstantUpstream:
@@ -147,16 +146,16 @@ class InstantUpstream:
 
     # -- embeddings -------------------------------------------------------------------------------
 
-    def _check(self, fields: dict[str, Any]) -> tuple[str, str, int] | Response:
+    def _check(self, fields: dict[str, Any]) -> tuple[str, str, list[str]] | Response:
         model = fields.get("model")
         if model not in self.vectors.models:
             return _error(404, f"model {model!r} not served by the instant upstream",
                           "model_not_found")
         inputs = fields.get("input")
         if isinstance(inputs, str):
-            count = 1
+            texts = [inputs]
         elif isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs):
-            count = len(inputs)
+            texts = inputs
         else:
             return _error(400, "'input' must be a string or a non-empty list of strings")
         encoding = fields.get("encoding_format") or "float"
@@ -165,7 +164,7 @@ class InstantUpstream:
         dims = fields.get("dimensions")
         if dims is not None and dims != self.vectors.models[model]:
             return _error(400, "the instant upstream serves native dimensions only")
-        return str(model), str(encoding), count
+        return str(model), str(encoding), texts
 
     @staticmethod
     def _usage(count: int) -> dict[str, int]:
@@ -182,13 +181,13 @@ class InstantUpstream:
         checked = self._check(orjson.loads(plain))
         if isinstance(checked, Response):
             return checked
-        model, encoding, count = checked
+        model, encoding, texts = checked
         response = {
             "id": f"embd-{uuid.uuid4().hex}",
             "object": "list",
-            "data": orjson.Fragment(self.vectors.data_json(model, encoding, count)),
+            "data": orjson.Fragment(self.vectors.data_json(model, encoding, texts)),
             "model": model,
-            "usage": self._usage(count),
+            "usage": self._usage(len(texts)),
         }
         sealed = cipher.encrypt_response_object(response, EMBEDDINGS_RESPONSE_PLAIN_FIELDS)
         return Response(sealed, media_type=_JSON)
@@ -200,12 +199,12 @@ class InstantUpstream:
         checked = self._check(fields)
         if isinstance(checked, Response):
             return checked
-        model, encoding, count = checked
+        model, encoding, texts = checked
         response = {
             "object": "list",
-            "data": orjson.Fragment(self.vectors.data_json(model, encoding, count)),
+            "data": orjson.Fragment(self.vectors.data_json(model, encoding, texts)),
             "model": model,
-            "usage": self._usage(count),
+            "usage": self._usage(len(texts)),
         }
         return Response(orjson.dumps(response), media_type=_JSON)
 
@@ -235,13 +234,13 @@ def main() -> None:
     args = parser.parse_args()
 
     import uvicorn
-
     from privatemode_proxy._serving import free_port
 
     identity = LocalIdentity.load_or_create(args.workspace)
     harness = InstantUpstream(identity)
-    for model in harness.vectors.models:  # build the matrices before serving
-        harness.vectors.matrix(model)
+    for model in harness.vectors.models:  # serialise the vectors before serving
+        for encoding in ("float", "base64"):
+            harness.vectors.pieces(model, encoding)
     port = args.port or free_port(args.host)
     config = uvicorn.Config(harness.app, host=args.host, port=port, log_level="warning",
                             access_log=False, lifespan="off")

@@ -29,12 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from starlette.types import Receive, Scope, Send
-
-from privatemode_proxy import BatchLimits, ProxyConfig, SessionConfig, create_proxy_app, pinned_manifest
+from privatemode_proxy import (
+    BatchLimits,
+    ProxyConfig,
+    SessionConfig,
+    create_proxy_app,
+    pinned_manifest,
+)
 from privatemode_proxy._serving import free_port
 from privatemode_proxy.attestation import load_trusted_root
 from privatemode_proxy.local._requestlog import RequestLog
+from starlette.types import Receive, Scope, Send
 
 
 def _package_of(path: str) -> str:
@@ -149,7 +154,7 @@ class BenchWrapper:
             if self.profile_dir is not None:
                 self.profile_dir.mkdir(parents=True, exist_ok=True)
                 (self.profile_dir / f"{label}.txt").write_text(
-                    profiler.output_text(unicode=True, color=False, show_all=False),
+                    profiler.output_text(unicode=True, color=False, show_all=True),
                     encoding="utf-8")
                 (self.profile_dir / f"{label}.html").write_text(profiler.output_html(),
                                                                 encoding="utf-8")

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from pydantic import SecretStr
+
 # The plain console bar: tqdm.auto would need ipywidgets in Jupyter and warns without them.
 from tqdm import tqdm
 

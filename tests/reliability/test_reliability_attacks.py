@@ -366,6 +366,14 @@ def _encapsulated_key_swapped(f: Forger, request: bytes, genuine: bytes) -> byte
     return _encode(fields)
 
 
+def _answer_for_another_public_key(f: Forger, request: bytes, genuine: bytes) -> bytes:
+    """A genuine answer of the backend, but to another client's exchange (a replay)."""
+    from privatemode_proxy.protocol import ClientSecretExchange
+
+    other = ClientSecretExchange().request_body()
+    return serve_secret_exchange(other, f.mesh_key, f.identity.mesh_cert_der)[0]
+
+
 def _expired_mesh_cert(f: Forger, request: bytes, genuine: bytes) -> bytes:
     """Issued by the real mesh CA to the real mesh key, but expired."""
     now = datetime.now(UTC)
@@ -394,6 +402,7 @@ SECRET_ATTACKS: dict[str, tuple[SecretChange, str]] = {
     "signature-of-another-exchange": (_signature_for_another_exchange, "ignature"),
     "signature-not-asn1": (_non_ecdsa_signature, "ignature"),
     "encapsulated-key-swapped": (_encapsulated_key_swapped, "ignature"),
+    "answer-for-another-public-key": (_answer_for_another_public_key, "ignature"),
     "mesh-cert-expired": (_expired_mesh_cert, "not valid at"),
 }
 

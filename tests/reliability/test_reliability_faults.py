@@ -475,7 +475,7 @@ def test_rate_limit_is_passed_on_with_retry_after(rig: Rig) -> None:
 # Stalls: a timeout, not a hang (a proxy of its own with a short upstream timeout).
 # =============================================================================================
 
-STALL_TIMEOUT = 3.0
+STALL_TIMEOUT = 4.0
 
 
 @pytest.mark.parametrize("partial", [False, True], ids=["no-answer", "mid-body"])

