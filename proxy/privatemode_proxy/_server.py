@@ -46,6 +46,7 @@ from privatemode_proxy._session import (
     UpstreamError,
     UpstreamResponse,
     UpstreamSession,
+    model_name_problem,
 )
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,9 @@ def parse_embeddings_request(raw: bytes) -> EmbeddingsRequest:
     model = body.pop("model", None)
     if not isinstance(model, str) or not model:
         raise ApiError(400, "'model' is required and must be a string", param="model")
+    problem = model_name_problem(model)
+    if problem is not None:  # it becomes a header value upstream
+        raise ApiError(400, problem, param="model", code="invalid_model")
     if "input" not in body:
         raise ApiError(400, "'input' is required", param="input")
     value = body.pop("input")

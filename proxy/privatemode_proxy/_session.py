@@ -53,6 +53,28 @@ SECRET_PATH = "/privatemode/v1/secret"  # noqa: S105 - a URL path
 EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
 
+MAX_MODEL_NAME_LENGTH = 256
+
+
+def model_name_problem(model: str) -> str | None:
+    """Why `model` cannot be sent as the `Privatemode-Target-Model` header value, or None.
+
+    A model id is visible ASCII (no spaces or control characters): anything else is not a valid
+    header value, or could split the header.
+    """
+    if not model:
+        return "'model' must not be empty"
+    if len(model) > MAX_MODEL_NAME_LENGTH:
+        return f"'model' is {len(model)} characters long; at most {MAX_MODEL_NAME_LENGTH} allowed"
+    for i, char in enumerate(model):
+        if not "!" <= char <= "~":
+            return (
+                f"'model' may contain only visible ASCII characters (no spaces, control or "
+                f"non-ASCII characters); character {i} is {char!r}"
+            )
+    return None
+
+
 ManifestProvider = Callable[[httpx.AsyncClient], Awaitable[bytes]]
 """Returns the manifest bytes the attested deployment must run (pinned file or CDN)."""
 
@@ -161,6 +183,8 @@ _EXCHANGE_ERRORS = (_EndpointError, SecretExchangeError, httpx.HTTPError, ValueE
 @dataclass(frozen=True)
 class _SecretState:
     secret: Secret
+    exchange_serial: int
+    """Which exchange (counted from 1, in the order they started) produced this secret."""
     obtained_at: datetime
     use_until_wall: datetime
     use_until: float  # time.monotonic()
@@ -211,6 +235,10 @@ class UpstreamSession:
         self._attestation: AttestationResult | None = None
         self._state: _SecretState | None = None
         self._exchange_task: asyncio.Task[_SecretState] | None = None
+        self._exchanges_started = 0  # serial of the latest exchange task
+        self._first_trusted_serial = 1
+        """Secrets from exchanges that started earlier may be lost upstream: a `no secret for ID`
+        answer arrived after those exchanges began (protocol §5: force a new exchange)."""
         self._refresher: asyncio.Task[None] | None = None
         self._last_error: str | None = None
         self._last_error_at: datetime | None = None
@@ -274,7 +302,10 @@ class UpstreamSession:
     def ready(self) -> bool:
         """Whether a verified secret is usable right now."""
         state = self._state
-        return state is not None and time.monotonic() < state.use_until
+        return state is not None and self._usable(state, time.monotonic())
+
+    def _usable(self, state: _SecretState, now: float) -> bool:
+        return now < state.use_until and state.exchange_serial >= self._first_trusted_serial
 
     def status(self) -> dict[str, Any]:
         """What was attested and until when the secret is used; never the secret itself."""
@@ -299,29 +330,66 @@ class UpstreamSession:
 
     async def current_secret(self) -> Secret:
         """A verified secret; waits only when none is usable. Raises `UpstreamUnavailable`."""
+        return (await self._current_state()).secret
+
+    async def _current_state(self) -> _SecretState:
         state = self._state
         now = time.monotonic()
-        if state is not None and now < state.use_until:
+        if state is not None and self._usable(state, now):
             if now >= state.refresh_at and self._may_refresh(now):
                 self._exchange()  # refresh in the background; this request keeps the old one
-            return state.secret
-        return (await asyncio.shield(self._exchange())).secret
+            return state
+        return await self._trusted_state()
 
     async def renew_secret(self, stale: Secret) -> Secret:
-        """A secret other than `stale` (which the upstream no longer knows)."""
+        """A secret other than `stale` (which the upstream no longer knows).
+
+        Call it as soon as the `no secret for ID` answer arrives: the upstream may have lost
+        every secret it held then (a restart), including one whose exchange was still under way,
+        so only a secret from an exchange started after this call is taken.
+        """
         state = self._state
-        if state is not None and state.secret.id != stale.id and time.monotonic() < state.use_until:
-            return state.secret
         if state is not None and state.secret.id == stale.id:
-            self._state = None
-        task = self._exchange_task
-        if task is not None and not task.done():
-            # An exchange already under way may have started before `stale` failed; it still
-            # yields a secret the upstream knows, since each exchange creates a new one.
-            result = await asyncio.shield(task)
-            if result.secret.id != stale.id:
-                return result.secret
-        return (await asyncio.shield(self._exchange())).secret
+            serial = state.exchange_serial
+        else:  # an older secret: distrust every exchange started so far
+            serial = self._exchanges_started
+        return (await self._renew_state(stale.id, serial)).secret
+
+    async def _renew_state(self, stale_id: str, stale_serial: int) -> _SecretState:
+        """`stale_serial` is the serial of the exchange that produced the stale secret, or of
+        a later one; every exchange up to the latest started is distrusted, unless an earlier
+        failure already distrusted the stale secret (so one loss forces one exchange)."""
+        if stale_serial >= self._first_trusted_serial:
+            self._first_trusted_serial = self._exchanges_started + 1
+        state = self._state
+        if state is not None and (
+            state.secret.id == stale_id or state.exchange_serial < self._first_trusted_serial
+        ):
+            self._state = None  # not to be handed out again
+        return await self._trusted_state()
+
+    async def _trusted_state(self) -> _SecretState:
+        """A usable secret from an exchange that started after the last `no secret for ID`.
+
+        Waits for a suspect exchange in flight to end before starting the next one, so that
+        there is never more than one exchange at a time; concurrent callers share it.
+        """
+        while True:
+            state = self._state
+            if state is not None and self._usable(state, time.monotonic()):
+                return state
+            task = self._exchange_task
+            if (
+                task is not None
+                and not task.done()
+                and self._exchanges_started < self._first_trusted_serial
+            ):
+                await asyncio.wait([task])  # its outcome is of no use here; errors are logged
+                continue
+            state = await asyncio.shield(self._exchange())
+            if state.exchange_serial >= self._first_trusted_serial:
+                return state
+            # Another `no secret for ID` arrived while this exchange ran: exchange again.
 
     def _may_refresh(self, now: float) -> bool:
         failed = self._last_failure
@@ -331,7 +399,9 @@ class UpstreamSession:
         """The exchange in flight, or a new one: never two at a time."""
         task = self._exchange_task
         if task is None or task.done():
-            task = asyncio.create_task(self._obtain_secret(), name="secret-exchange")
+            self._exchanges_started += 1
+            serial = self._exchanges_started
+            task = asyncio.create_task(self._obtain_secret(serial), name="secret-exchange")
             task.add_done_callback(self._exchange_done)
             self._exchange_task = task
         return task
@@ -346,7 +416,7 @@ class UpstreamSession:
             self._last_failure = time.monotonic()
             logger.error("upstream not usable: %s", exc)
 
-    async def _obtain_secret(self) -> _SecretState:
+    async def _obtain_secret(self, serial: int) -> _SecretState:
         """Exchange (3 attempts, 1 s apart); after a failed exchange attest again (new mesh CA).
 
         A failed verification (wrong manifest, bad evidence) or a refused API key is final.
@@ -381,7 +451,7 @@ class UpstreamSession:
             except _EXCHANGE_ERRORS as exc:
                 last = exc
             else:
-                return self._install(secret)
+                return self._install(secret, serial)
             logger.warning(
                 "secret exchange attempt %d of %d failed: %s",
                 attempt + 1,
@@ -395,11 +465,12 @@ class UpstreamSession:
             f"{_describe(last)}"
         )
 
-    def _install(self, secret: Secret) -> _SecretState:
+    def _install(self, secret: Secret, serial: int) -> _SecretState:
         cfg = self.config
         now, wall = time.monotonic(), datetime.now(UTC)
         state = _SecretState(
             secret=secret,
+            exchange_serial=serial,
             obtained_at=wall,
             use_until_wall=wall + timedelta(seconds=cfg.secret_use_seconds),
             use_until=now + cfg.secret_use_seconds,
@@ -555,8 +626,12 @@ class UpstreamSession:
         model = body.get("model")
         if not isinstance(model, str):
             raise ValueError("the request body must name a 'model'")
+        problem = model_name_problem(model)
+        if problem is not None:
+            raise ValueError(problem)
         plaintext = orjson.dumps(body)
-        secret = await self.current_secret()
+        state = await self._current_state()
+        secret = state.secret
         request_id = secrets.token_hex(8)
         renewed = reset_retried = False
         attempt = 0
@@ -589,7 +664,9 @@ class UpstreamSession:
             if resp.status_code == 500 and NO_SECRET_FOR_ID in resp.content and not renewed:
                 renewed = True
                 logger.info("upstream does not know our secret; exchanging a new one")
-                secret = await self.renew_secret(secret)
+                # At once, before any other await: exchanges started from now on are trusted.
+                state = await self._renew_state(secret.id, state.exchange_serial)
+                secret = state.secret
                 continue
             return self._decode(cipher, resp)
 
@@ -598,8 +675,17 @@ class UpstreamSession:
         encrypted = resp.headers.get("Privatemode-Encrypted", "").lower() != "false"
         content = resp.content
         if resp.is_success:
+            if not encrypted:
+                # Protocol §3 lets such answers pass as they are, but only the attested backend
+                # can encrypt: a plaintext success answer may come from anyone on the path, so
+                # the header is honoured for error answers only (fail closed).
+                raise UpstreamError(
+                    f"the upstream answered HTTP {resp.status_code} marked "
+                    "'Privatemode-Encrypted: false'; a success answer must be encrypted by the "
+                    "attested backend, so it was discarded"
+                )
             try:
-                plain = cipher.decrypt_response(content) if encrypted else content
+                plain = cipher.decrypt_response(content)
                 parsed = orjson.loads(plain)
             except FieldCipherError as exc:
                 raise UpstreamError(
