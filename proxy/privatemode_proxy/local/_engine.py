@@ -6,13 +6,15 @@ forward pass is the BERT encoder of sentence-transformers' ``all-MiniLM-L6-v2``,
 mean pooling and L2 normalisation; vectors match sentence-transformers to float32 rounding
 (the tests hold them to a committed reference within 1e-5 cosine distance).
 
-Speed comes from three things, none of which changes a result:
+Speed comes from these, none of which changes a result beyond float32 rounding:
 - no padding at all: inputs are sorted by token count, the dense layers run on the tokens of a
   batch packed row after row, and attention runs on runs of equal-length sequences, which are
   contiguous in that packing (so there is neither a mask nor wasted work);
-- few, large float32 matrix products (numpy's BLAS releases the GIL and uses every core), with
-  the query, key and value projections fused into one;
-- element-wise work (GELU, layer norm, softmax) done in place on tiles that stay in cache.
+- one worker thread per core, each computing its own batch with a single-threaded BLAS (numpy
+  releases the GIL in its kernels), so element-wise work runs on every core too and no matrix
+  product waits on a core that another process holds;
+- few, large float32 matrix products, with the query, key and value projections fused into one;
+- element-wise work (GELU, layer norm, softmax) done in place, on tiles of the feed-forward.
 """
 
 from __future__ import annotations
@@ -168,7 +170,7 @@ def _softmax_unnormalised_(s: Float32Array) -> Float32Array:
     """
     s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
-    total = s.sum(axis=-1, keepdims=True)
+    total: Float32Array = s.sum(axis=-1, keepdims=True)
     np.reciprocal(total, out=total)
     return total
 
@@ -300,58 +302,43 @@ _FFN_TILE_ROWS: Final = 256
 _ATTENTION_SCORES: Final = 1 << 18  # elements of one block of attention scores
 
 
-class _BlasThreads:
-    """Holds numpy's BLAS to one thread while any engine computes on its own worker threads.
+# One worker per core, each on its own batch with a single-threaded BLAS, is both faster than
+# one batch at a time on a multi-threaded BLAS and far steadier when other processes compete for
+# the cores (a multi-threaded GEMM waits for its slowest thread, and two of them oversubscribe).
+# BLAS thread counts are process-wide, and threadpoolctl lets only one thread at a time hold a
+# limit (others silently get none), so engine sections run one at a time per process, the limit
+# is taken and released by the same thread, and the section checks that it took effect.
+_PARALLEL_SECTION = threading.Lock()
+_controller_lock = threading.Lock()
+_controller: Any = None
+_controller_loaded = False
 
-    One worker per core, each on its own batch with a single-threaded BLAS, is both faster than
-    one batch at a time on a multi-threaded BLAS and far steadier when other processes compete
-    for the cores (a multi-threaded GEMM waits for its slowest thread). BLAS thread counts are
-    process-wide, so this is reference-counted across concurrent `embed` calls and restored when
-    the last one ends. Needs `threadpoolctl`; without it `active` is False and the engine runs
-    one batch at a time on the BLAS's own threads.
-    """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._limiter: Any = None
-        self._controller: Any = None
-        self._loaded = False
-
-    @property
-    def active(self) -> bool:
-        with self._lock:
-            return self._get_controller() is not None
-
-    def _get_controller(self) -> Any:
-        if not self._loaded:
-            self._loaded = True
+def _blas_controller() -> Any:
+    """threadpoolctl's controller of the loaded libraries, or None without threadpoolctl."""
+    global _controller, _controller_loaded
+    with _controller_lock:
+        if not _controller_loaded:
             try:
                 threadpoolctl = importlib.import_module("threadpoolctl")
             except ImportError:
-                self._controller = None
+                _controller = None
             else:
-                self._controller = threadpoolctl.ThreadpoolController()
-        return self._controller
-
-    @contextmanager
-    def single(self) -> Iterator[None]:
-        with self._lock:
-            controller = self._get_controller()
-            if controller is not None and self._users == 0:
-                self._limiter = controller.limit(limits=1, user_api="blas")
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0 and self._limiter is not None:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
+                _controller = threadpoolctl.ThreadpoolController()
+            _controller_loaded = True
+        return _controller
 
 
-_BLAS_THREADS: Final = _BlasThreads()
+@contextmanager
+def _single_threaded_blas() -> Iterator[bool]:
+    """Hold numpy's BLAS to one thread; yields whether that took effect (restored on exit)."""
+    controller = _blas_controller()
+    if controller is None:
+        yield False
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        threads = [lib["num_threads"] for lib in controller.select(user_api="blas").info()]
+        yield bool(threads) and all(n == 1 for n in threads)
 
 
 def _cpu_count() -> int:
@@ -364,9 +351,11 @@ def _cpu_count() -> int:
 class MiniLMEngine:
     """all-MiniLM-L6-v2 with numpy and `tokenizers`: the local backend's default engine.
 
-    Thread-safe: `embed` may be called from several threads at once. Each call splits its
-    inputs into batches of similar length and runs them on the engine's worker threads, one per
-    core (`workers`), with numpy's BLAS held to one thread meanwhile (see `_BlasThreads`).
+    Thread-safe: `embed` may be called from several threads at once. A call splits its inputs
+    into batches of similar length and runs them on the engine's worker threads, one per core
+    (`workers`), with numpy's BLAS held to one thread meanwhile (needs `threadpoolctl`; without
+    it, or when another thread holds a BLAS limit, batches run one at a time on the BLAS's own
+    threads). Calls compute one at a time per process; they tokenize concurrently.
     """
 
     model_id: Final = MINILM_MODEL_ID
@@ -398,7 +387,7 @@ class MiniLMEngine:
         wanted = _cpu_count() if workers is None else int(workers)
         if wanted < 1:
             raise ValueError(f"workers must be at least 1, not {wanted}")
-        self._workers = wanted if _BLAS_THREADS.active else 1
+        self._workers = wanted if _blas_controller() is not None else 1
         self._pool = (
             ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="minilm")
             if self._workers > 1
@@ -447,13 +436,15 @@ class MiniLMEngine:
         def run(batch: NDArray[np.intp]) -> Float32Array:
             return self._embed_sorted([ids[i] for i in batch])
 
-        if self._pool is None or len(batches) == 1:
-            for batch in batches:
-                out[batch] = run(batch)
-        else:
-            with _BLAS_THREADS.single():
-                for batch, vectors in zip(batches, self._pool.map(run, batches), strict=True):
-                    out[batch] = vectors
+        # Even a single batch runs with one BLAS thread: a multi-threaded GEMM stalls whenever
+        # another process holds one of the cores.
+        with _PARALLEL_SECTION, _single_threaded_blas() as limited:
+            if limited and self._pool is not None and len(batches) > 1:
+                results: Iterator[Float32Array] = self._pool.map(run, batches)
+            else:
+                results = map(run, batches)
+            for batch, vectors in zip(batches, results, strict=True):
+                out[batch] = vectors
         return out
 
     def _plan(self, order: NDArray[np.intp], lengths: NDArray[np.intp]) -> list[NDArray[np.intp]]:
@@ -597,7 +588,10 @@ class SentenceTransformersEngine:
 
     @property
     def dimensions(self) -> int:
-        return int(self._model.get_sentence_embedding_dimension())
+        model = self._model
+        # sentence-transformers 6 renamed the method; older releases have only the old name.
+        get = getattr(model, "get_embedding_dimension", None)
+        return int(get() if get is not None else model.get_sentence_embedding_dimension())
 
     @property
     def max_tokens_per_input(self) -> int:
@@ -607,7 +601,8 @@ class SentenceTransformersEngine:
         items = _check_texts(texts)
         if not items:
             return []
-        encoded = self._tokenizer(items, add_special_tokens=True, truncation=False)
+        # verbose=False: counting a text longer than the model's limit is not an error here.
+        encoded = self._tokenizer(items, add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, texts: Sequence[str]) -> Float32Array:
