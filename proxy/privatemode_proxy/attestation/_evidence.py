@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
@@ -371,33 +371,84 @@ def _der_encode(tag: int, content: bytes) -> bytes:
     return bytes([tag, 0x80 | len(raw)]) + raw + content
 
 
+#: What cryptography raises when a lazily decoded part of a certificate does not parse.
+_LAZY_PARSE_ERRORS = (ValueError, x509.DuplicateExtension)
+
+
+def check_certificate_fields(cert: x509.Certificate) -> x509.Certificate:
+    """`cert`, once its subject, issuer, validity and extensions are known to parse.
+
+    cryptography decodes names and extensions on first access, so a certificate that loaded
+    can still raise a bare ValueError later; this reads them now and raises `EvidenceError`.
+    """
+    for part, label in (
+        ("subject", "subject name"),
+        ("issuer", "issuer name"),
+        ("not_valid_before_utc", "validity period"),
+        ("not_valid_after_utc", "validity period"),
+        ("extensions", "extension"),
+    ):
+        try:
+            getattr(cert, part)
+        except _LAZY_PARSE_ERRORS:
+            raise EvidenceError(f"certificate has a malformed {label}") from None
+    return cert
+
+
+def certificate_public_key(cert: x509.Certificate, what: str) -> Any:
+    """`cert.public_key()`, with a key that does not parse (or is of an unknown algorithm) as
+    an `EvidenceError` naming `what`."""
+    try:
+        return cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise EvidenceError(f"{what} public key does not parse") from None
+
+
 def load_certificate(data: bytes) -> x509.Certificate:
     """Parse a DER or PEM certificate, accepting serial number 0 (as AMD's VCEKs have).
 
     cryptography warns about non-positive serials and may refuse them in a future release; in
     that case the certificate is parsed with its serial replaced, which is safe because the
-    verifier checks signatures over the original DER (`verify_amd_signature`).
+    verifier checks signatures over the original DER (`verify_amd_signature`). The names,
+    validity and extensions are decoded here (`check_certificate_fields`), so reading them
+    later cannot fail.
     """
     der = certificate_der(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            return x509.load_der_x509_certificate(der)
+            cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         first_error = exc
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            return x509.load_der_x509_certificate(_with_serial_one(der))
-    except (ValueError, EvidenceError):
-        raise EvidenceError(f"not a valid X.509 certificate: {first_error}") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                cert = x509.load_der_x509_certificate(_with_serial_one(der))
+        except ValueError:  # EvidenceError included
+            raise EvidenceError(f"not a valid X.509 certificate: {first_error}") from None
+    return check_certificate_fields(cert)
 
 
 def load_crl(der: bytes) -> x509.CertificateRevocationList:
+    """Parse a DER CRL, its lazily decoded parts (issuer, dates, extensions, entries) included."""
     try:
-        return x509.load_der_x509_crl(der)
+        crl = x509.load_der_x509_crl(der)
     except ValueError as exc:
         raise EvidenceError(f"not a valid DER CRL: {exc}") from None
+    try:
+        for part in ("issuer", "last_update_utc", "next_update_utc", "extensions"):
+            getattr(crl, part)
+    except _LAZY_PARSE_ERRORS:
+        raise EvidenceError(f"not a valid DER CRL: its {part} does not parse") from None
+    try:
+        for entry in crl:
+            for part in ("serial_number", "revocation_date_utc", "extensions"):
+                getattr(entry, part)
+    except _LAZY_PARSE_ERRORS:
+        raise EvidenceError(
+            "not a valid DER CRL: a revoked-certificate entry does not parse"
+        ) from None
+    return crl
 
 
 def _utc(value: datetime) -> datetime:
@@ -810,7 +861,17 @@ _REPORT_BYTES: tuple[tuple[str, int, int, int], ...] = (
 )
 _CPUID_FIELD = 29
 _CPUID_OFFSET = 0x188
-# Reserved (must-be-zero) ABI ranges; 0x188..0x18B is reserved too for version 2.
+#: The first report version with CPUID bytes at 0x188..0x18A.
+CPUID_REPORT_VERSION = 3
+#: The first report version with mitigation vectors; before it, 0x1F8..0x207 is reserved.
+MITIGATION_VECTOR_REPORT_VERSION = 5
+#: (attribute, ABI name, offset) of the version-5 mitigation vectors (8 bytes each).
+_MITIGATION_VECTORS = (
+    ("launch_mit_vector", "LAUNCH_MIT_VECTOR", 0x1F8),
+    ("current_mit_vector", "CURRENT_MIT_VECTOR", 0x200),
+)
+# Reserved (must-be-zero) ABI ranges in every version. Older versions reserve more: the CPUID
+# bytes before version 3, the mitigation vectors before version 5 (see `from_abi_bytes`).
 _RESERVED = ((0x04C, 0x050), (0x18B, 0x1A0), (0x1EB, 0x1EC), (0x1EF, 0x1F0), (0x208, 0x2A0))
 _INT_BY_FIELD = {number: (name, size) for name, number, _, size in _REPORT_INTS}
 _BYTES_BY_FIELD = {number: (name, size) for name, number, _, size in _REPORT_BYTES}
@@ -868,7 +929,7 @@ class SnpReport:
         if not 2 <= version <= 5:
             raise EvidenceError(f"report version {version} is not supported (2..5)")
         reserved = list(_RESERVED)
-        if version < 3:
+        if version < CPUID_REPORT_VERSION:
             reserved.append((_CPUID_OFFSET, _CPUID_OFFSET + 3))
         else:
             family, model, stepping = raw[_CPUID_OFFSET : _CPUID_OFFSET + 3]
@@ -878,12 +939,28 @@ class SnpReport:
                 raise EvidenceError(
                     f"report reserved bytes 0x{start:03x}..0x{end:03x} are not zero"
                 )
+        if version < MITIGATION_VECTOR_REPORT_VERSION:
+            # Reserved before version 5: never read them as mitigation vectors.
+            for name, abi_name, offset in _MITIGATION_VECTORS:
+                if any(raw[offset : offset + 8]):
+                    raise EvidenceError(
+                        f"report reserved bytes 0x{offset:03x}..0x{offset + 8:03x} are not zero: "
+                        f"{abi_name} is a version {MITIGATION_VECTOR_REPORT_VERSION} field, "
+                        f"reserved in a version {version} report"
+                    )
+                values[name] = 0
         GuestPolicy.from_int(values["policy"])
         SignerInfo.from_int(values["signer_info"])
         return cls(**values)
 
     def to_abi_bytes(self) -> bytes:
-        """Rebuild the raw 0x4A0-byte report (go-sev-guest `ReportToAbiBytes`)."""
+        """Rebuild the raw 0x4A0-byte report (go-sev-guest `ReportToAbiBytes`).
+
+        Every field is written where it lies, whatever the version, so two different reports
+        never encode to the same (signed) bytes. A mitigation vector set in a report older than
+        version 5 therefore lands in bytes that are reserved there; `from_abi_bytes` refuses it
+        and `version_field_problems` names it (the verifier checks both).
+        """
         buf = bytearray(REPORT_SIZE)
         for name, _, offset, size in _REPORT_INTS:
             value = getattr(self, name)
@@ -895,7 +972,7 @@ class SnpReport:
             if len(value) != size:
                 raise EvidenceError(f"report field {name} is {len(value)} bytes, expected {size}")
             buf[offset : offset + size] = value
-        if self.version >= 3:
+        if self.version >= CPUID_REPORT_VERSION:
             family, model, stepping = cpuid_fms(self.cpuid1eax_fms)
             if family > 0xFF:
                 raise EvidenceError(f"CPUID family 0x{family:x} does not fit in a byte")
@@ -907,6 +984,28 @@ class SnpReport:
 
     def signed_bytes(self) -> bytes:
         return self.to_abi_bytes()[:SIGNED_REPORT_SIZE]
+
+    def version_field_problems(self) -> list[str]:
+        """Fields set that this report's version does not have (empty if none).
+
+        The mitigation vectors exist from version 5 on; in older reports their bytes are
+        reserved and must be zero, so a non-zero value is never a mitigation vector.
+        """
+        if self.version >= MITIGATION_VECTOR_REPORT_VERSION:
+            return []
+        return [
+            f"{abi_name} 0x{getattr(self, name):x} is set, but it is a version "
+            f"{MITIGATION_VECTOR_REPORT_VERSION} field, reserved (must be zero) in a version "
+            f"{self.version} report"
+            for name, abi_name, _ in _MITIGATION_VECTORS
+            if getattr(self, name)
+        ]
+
+    def mitigation_vectors(self) -> tuple[int, int]:
+        """(LAUNCH_MIT_VECTOR, CURRENT_MIT_VECTOR); zero before version 5, which lacks them."""
+        if self.version < MITIGATION_VECTOR_REPORT_VERSION:
+            return 0, 0
+        return self.launch_mit_vector, self.current_mit_vector
 
     # -- protobuf -----------------------------------------------------------------------------
 
@@ -948,7 +1047,7 @@ class SnpReport:
 
     def product_line(self) -> str | None:
         """The product line from the (signed) CPUID bytes of a v3+ report, else None."""
-        if self.version >= 3 and self.cpuid1eax_fms:
+        if self.version >= CPUID_REPORT_VERSION and self.cpuid1eax_fms:
             return product_line_from_cpuid(self.cpuid1eax_fms)
         return None
 
@@ -1246,7 +1345,17 @@ def parse_trusted_root(pem_chain: bytes, *, source: str = "") -> TrustedRoot:
     if len(blocks) != 2 or any(label != "CERTIFICATE" for label, _ in blocks):
         raise EvidenceError("a trusted root is two PEM CERTIFICATE blocks: ASK, then ARK")
     (_, ask_der), (_, ark_der) = blocks
-    ask, ark = load_certificate(ask_der), load_certificate(ark_der)
+    try:
+        ask = load_certificate(ask_der)
+    except EvidenceError as exc:
+        raise EvidenceError(f"first certificate (ASK): {exc}") from None
+    try:
+        ark = load_certificate(ark_der)
+    except EvidenceError as exc:
+        raise EvidenceError(f"second certificate (ARK): {exc}") from None
+    # Decoded here so that using the root later (chain checks, CRLs) cannot fail on them.
+    ark_key = certificate_public_key(ark, "ARK")
+    certificate_public_key(ask, "ASK")
     ark_cn = name_value(ark.subject, NameOID.COMMON_NAME)
     if len(ark_cn) != 1 or not ark_cn[0].startswith("ARK-"):
         raise EvidenceError(f"second certificate is not an ARK (CN {ark_cn})")
@@ -1267,7 +1376,7 @@ def parse_trusted_root(pem_chain: bytes, *, source: str = "") -> TrustedRoot:
         problems.append("ASK has no basicConstraints")
     for what, der in (("ARK", ark_der), ("ASK", ask_der)):
         try:
-            verify_amd_signature(der, ark.public_key())
+            verify_amd_signature(der, ark_key)
         except EvidenceError as exc:
             problems.append(f"{what} signature by the ARK: {exc}")
     if problems:

@@ -48,7 +48,9 @@ from ._evidence import (
     TrustedRoot,
     amd_name_problems,
     certificate_der,
+    certificate_public_key,
     certificate_valid_at,
+    check_certificate_fields,
     cpuid_fms,
     hex_bytes,
     id_key_digest,
@@ -380,7 +382,7 @@ def _parse_mesh_ca(pem: bytes) -> x509.Certificate:
         blocks = pem_blocks(pem, allow_text_between=True)
         if not blocks or blocks[0][0] != "CERTIFICATE":
             raise EvidenceError("no PEM CERTIFICATE block")
-        return x509.load_der_x509_certificate(blocks[0][1])
+        return check_certificate_fields(x509.load_der_x509_certificate(blocks[0][1]))
     except (EvidenceError, ValueError) as exc:
         raise AttestationError.single(
             "MESH_CA", f"MESH_CA cannot parse the mesh CA certificate: {exc}"
@@ -579,9 +581,15 @@ def _check_endorsement_key(
         problems.append(f"version {vcek.version.name}, expected v3")
     if not is_amd_pss_algorithm(algorithm):
         problems.append("signature algorithm is not RSASSA-PSS SHA-384 (salt 48)")
-    key = vcek.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
-        problems.append("public key is not ECDSA P-384")
+    try:
+        key = certificate_public_key(vcek, "VCEK")
+    except EvidenceError as exc:
+        problems.append(str(exc))
+    else:
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+            key.curve, ec.SECP384R1
+        ):
+            problems.append("public key is not ECDSA P-384")
     problems.extend(f"subject {p}" for p in amd_name_problems(vcek.subject, "SEV-VCEK"))
     if problems:
         raise checks.stop("ENDORSEMENT_KEY", "VCEK: " + "; ".join(problems))
@@ -639,7 +647,7 @@ def _check_chain(
             ("ARK by itself", root.ark_der, root.ark),
         ):
             try:
-                verify_amd_signature(signed_der, issuer.public_key())
+                verify_amd_signature(signed_der, certificate_public_key(issuer, "issuer"))
             except EvidenceError as exc:
                 problems.append(f"{what}: {exc}")
         if problems:
@@ -675,7 +683,11 @@ def _check_revocation(
     now: datetime,
 ) -> None:
     """§3 G: the ASK must not be listed on the ARK's CRL; no usable CRL fails."""
-    ark_key = root.ark.public_key()
+    try:
+        ark_key = certificate_public_key(root.ark, f"ARK-{line}")
+    except EvidenceError as exc:
+        checks.fail("REVOCATION", f"cannot check a CRL: {exc}")
+        return
     crl_der: bytes | None = None
     origin = ""
     if attached:
@@ -726,6 +738,11 @@ def _check_revocation(
 
 def _check_report_signature(report: SnpReport, vcek: x509.Certificate, checks: _Checks) -> bytes:
     """§3 H: re-encode to the ABI, parse it back, verify ECDSA P-384 over 0x000..0x29F."""
+    # A field the report's version lacks (mitigation vectors before version 5) sits in reserved
+    # bytes: refuse it by name before the parse-back refuses the bytes.
+    problems = report.version_field_problems()
+    if problems:
+        raise checks.stop("REPORT", "; ".join(problems))
     try:
         raw = report.to_abi_bytes()
         SnpReport.from_abi_bytes(raw)
@@ -738,7 +755,10 @@ def _check_report_signature(report: SnpReport, vcek: x509.Certificate, checks: _
     if any(report.signature[144:]):
         raise checks.stop("SIGNATURE", "reserved bytes after R and S are not zero")
     r, s = report.signature_rs()
-    key = vcek.public_key()
+    try:
+        key = certificate_public_key(vcek, "VCEK")
+    except EvidenceError as exc:
+        raise checks.stop("SIGNATURE", str(exc)) from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise checks.stop("SIGNATURE", "the VCEK key is not an ECDSA key")
     try:
@@ -844,11 +864,15 @@ def _check_claims(
             f"{_short(trusted_id_key)} (derived from TrustedMeasurement and GuestPolicy)",
         )
 
-    # Mitigation vectors.
+    # Mitigation vectors: version 5 fields, zero in older reports (whatever the protobuf says;
+    # a value set there is refused, not read).
+    for problem in report.version_field_problems():
+        checks.fail("MITIGATION_VECTOR", problem)
     want = rv.minimum_mitigation_vector
+    launch_vector, current_vector = report.mitigation_vectors()
     for what, vector in (
-        ("LAUNCH_MIT_VECTOR", report.launch_mit_vector),
-        ("CURRENT_MIT_VECTOR", report.current_mit_vector),
+        ("LAUNCH_MIT_VECTOR", launch_vector),
+        ("CURRENT_MIT_VECTOR", current_vector),
     ):
         if vector & want != want:
             checks.fail(

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -91,6 +91,34 @@ def sign_exchange(mesh_key: ec.EllipticCurvePrivateKey, public_key: bytes, enc: 
     return mesh_key.sign(exchange_digest(public_key, enc), _ECDSA_PREHASHED_SHA256)
 
 
+#: Certificate attributes cryptography decodes only on first access, and what they are.
+_LAZY_FIELDS = (
+    ("subject", "subject name"),
+    ("issuer", "issuer name"),
+    ("not_valid_before_utc", "validity period"),
+    ("not_valid_after_utc", "validity period"),
+    ("extensions", "extension"),
+)
+
+
+def _check_fields(cert: x509.Certificate, what: str) -> None:
+    # cryptography decodes names, validity and extensions on first access, and raises a bare
+    # ValueError (or DuplicateExtension) then. Decode them all here, before anything reads them,
+    # so a malformed field is a SecretExchangeError naming it (without the parser's dump).
+    for part, label in _LAZY_FIELDS:
+        try:
+            getattr(cert, part)
+        except (ValueError, x509.DuplicateExtension):
+            raise SecretExchangeError(f"{what} has a malformed {label}") from None
+
+
+def _name_text(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:
+        return "<a name that cannot be printed>"
+
+
 def _check_validity(cert: x509.Certificate, now: datetime, what: str) -> None:
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise SecretExchangeError(
@@ -135,22 +163,27 @@ def verify_exchange(
         now = datetime.now(UTC)
     elif now.tzinfo is None:
         raise SecretExchangeError("now must be timezone-aware")
+    _check_fields(mesh_ca, "mesh CA certificate")
     try:
         cert = x509.load_der_x509_certificate(bytes(mesh_cert_der))
     except (ValueError, TypeError):
         raise SecretExchangeError("MeshCert is not a DER X.509 certificate") from None
+    _check_fields(cert, "MeshCert")
     try:
         cert.verify_directly_issued_by(mesh_ca)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         raise SecretExchangeError(
             "MeshCert is not issued by the attested mesh CA "
-            f"(issuer {cert.issuer.rfc4514_string()!r}, CA {mesh_ca.subject.rfc4514_string()!r})"
+            f"(issuer {_name_text(cert.issuer)!r}, CA {_name_text(mesh_ca.subject)!r})"
         ) from None
     _check_validity(mesh_ca, now, "mesh CA certificate")
     _check_validity(cert, now, "MeshCert")
     _check_server_auth_usage(mesh_ca, "mesh CA certificate")
     _check_server_auth_usage(cert, "MeshCert")
-    mesh_public_key = cert.public_key()
+    try:
+        mesh_public_key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise SecretExchangeError("MeshCert's public key does not parse") from None
     if not isinstance(mesh_public_key, ec.EllipticCurvePublicKey):
         raise SecretExchangeError("MeshCert's key is not ECDSA")
     try:
