@@ -63,3 +63,4 @@ def reference(local_stack: LocalStack) -> Reference:
 def relay(rel_backend: LocalBackend) -> Iterator[FaultRelay]:
     with FaultRelay(rel_backend.url, backend=rel_backend) as running:
         yield running
+    assert running.action_errors == [], "a scripted relay action failed"

@@ -122,6 +122,8 @@ class FaultRelay:
         self.backend = backend
         """The `LocalBackend` behind the relay, for actions that restart it or read its secrets."""
         self.exchanges: list[Exchange] = []
+        self.action_errors: list[str] = []
+        """Exceptions raised by scripted actions (tests assert there are none)."""
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -215,7 +217,7 @@ class FaultRelay:
             self._rules.clear()
 
     def clear(self) -> None:
-        """Forget the rules and the recorded exchanges."""
+        """Forget the rules and the recorded exchanges (action errors are kept)."""
         with self._lock:
             self._rules.clear()
             self.exchanges.clear()
@@ -267,12 +269,18 @@ class FaultRelay:
                         await rule.action(self, exchange)
                 except ConnectionTakenOver:
                     break
+                except Exception as exc:
+                    # A broken action must fail the test, not pass as a connection reset.
+                    self.action_errors.append(f"{exchange.action} on {path}: {exc!r}")
+                    raise
                 if exchange.response is None:
                     raise RuntimeError(f"relay action {exchange.action} set no response")
                 writer.write(_encode_response(exchange.response))
                 await writer.drain()
                 exchange.outcome = exchange.outcome or f"answered {exchange.response.status}"
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        except Exception:  # recorded in action_errors; the connection is dropped
             pass
         finally:
             self._writers.discard(writer)
@@ -463,6 +471,20 @@ def stall(seconds: float, *, partial: bool = False) -> Action:
         raise _taken_over(exchange, f"stalled {seconds} s" + (" mid-body" if partial else ""))
 
     action.__name__ = "stall_mid_body" if partial else "stall"
+    return action
+
+
+def hold(release: threading.Event, *, timeout: float = 60.0) -> Action:
+    """Forward at once, but keep the backend's answer until `release` is set (a slow answer:
+    the backend has acted on the request, the proxy does not know it yet)."""
+
+    async def action(relay: FaultRelay, exchange: Exchange) -> None:
+        answer = await relay.call_backend(exchange)
+        released = await asyncio.to_thread(release.wait, timeout)
+        exchange.outcome = "held, then answered" if released else "held until timeout"
+        exchange.response = answer
+
+    action.__name__ = "hold"
     return action
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,7 @@ import pytest
 from privatemode_proxy import BatchLimits
 from privatemode_proxy._serving import ServerThread
 from privatemode_proxy.local import LocalBackend
-from privatemode_proxy.protocol import ClientSecretExchange, RequestCipher
+from privatemode_proxy.protocol import ClientSecretExchange, RequestCipher, secret_id_for
 from reliability_relay import (
     Action,
     Exchange,
@@ -31,6 +33,8 @@ from reliability_relay import (
     Token,
     backend_down,
     flip_hex,
+    forward,
+    hold,
     no_secret_for_id,
     openai_error,
     replay,
@@ -89,11 +93,14 @@ def rig(rig_module: Rig, reference: Reference) -> Iterator[Rig]:
     """The shared rig with a clean relay; afterwards: every fault fired, and the proxy still
     answers a normal request with the right vectors (it keeps serving after any fault)."""
     rig_module.backend.start()  # a test may have stopped it
+    # Another test may have made the backend forget the rig's secret: start from a known state.
+    assert embed(rig_module.url, "warm").status_code == 200
     rig_module.relay.clear()
     yield rig_module
     pending = rig_module.relay.pending_rules()
     rig_module.relay.clear()
     rig_module.backend.start()
+    assert rig_module.relay.action_errors == [], "a scripted relay action failed"
     assert pending == 0, "a scripted fault never fired"
     after = embed(rig_module.url, TEXTS)
     reference.check(TEXTS, vectors_of(after))
@@ -143,8 +150,59 @@ def test_backend_restart_during_a_request(rig: Rig, reference: Reference) -> Non
     assert len(rig.relay.to(SECRET)) == 1
 
 
+def test_secret_lost_while_an_exchange_is_in_flight(
+    relay: FaultRelay, backend: LocalBackend, reference: Reference
+) -> None:
+    """The backend loses its secrets (a restart) while the proxy's background refresh is in
+    flight: the backend stored the refreshed secret before the loss, the proxy receives it after.
+    A request that meets `no secret for ID` must then be retried with a secret exchanged after
+    the failure (protocol §5: "force a new secret exchange"), not with the in-flight one, which
+    the backend has already forgotten."""
+    release = threading.Event()
+    relay.on(SECRET, forward, name="first_exchange")
+    relay.on(SECRET, hold(release), name="refresh_held")
+    # The refresh starts 0.5 s after the first exchange (3 s use, 2.5 s refresh ahead).
+    proxy = start_proxy(
+        backend,
+        api_url=relay.url,
+        session_options={"secret_use_seconds": 3.0, "secret_refresh_ahead_seconds": 2.5},
+    )
+    try:
+        assert wait_upstream(proxy.url)["upstream"] == "ready"
+        _wait_for(lambda: len(relay.to(SECRET)) == 2 and relay.to(SECRET)[1].forwarded)
+        backend.secret_store.clear()  # the backend restarts: the old and the refreshed secret
+        result: dict[str, Any] = {}
+        client = threading.Thread(target=lambda: result.update(resp=embed(proxy.url, TEXTS[:3])))
+        client.start()
+        _wait_for(
+            lambda: any(e.response and e.response.status == 500 for e in relay.to(EMBEDDINGS))
+        )
+        time.sleep(0.2)  # the proxy is now waiting for the in-flight exchange
+        release.set()
+        client.join(30)
+        resp = result["resp"]
+        held = orjson.loads(relay.to(SECRET)[1].body)["PublicKey"]
+        in_flight_id = secret_id_for(base64.b64decode(held))
+        retry = relay.to(EMBEDDINGS)[-1]
+        assert retry.secret_id != in_flight_id, (
+            "the retry used the secret of the exchange that began before the failure"
+        )
+        assert resp.status_code == 200, resp.text
+        reference.check(TEXTS[:3], vectors_of(resp))
+    finally:
+        release.set()
+        proxy.stop()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.01)
+
+
 def test_backend_restart_between_requests(rig: Rig, reference: Reference) -> None:
-    assert embed(rig.url, "warm").status_code == 200
     rig.backend.stop()
     rig.backend.start()  # same port, every secret gone
     resp = embed(rig.url, TEXTS)  # all three sub-requests meet the forgetful backend
