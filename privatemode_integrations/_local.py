@@ -42,6 +42,12 @@ def local_base_url() -> str:
         return str(_stack.base_url)
 
 
+def stop_local_stack() -> None:
+    """Stop this process's local stack now, if one runs (it is otherwise stopped at exit)."""
+    if _stack is not None:
+        _stop(_stack)
+
+
 def _stop(stack: Any) -> None:
     global _stack
     with _lock:

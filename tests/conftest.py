@@ -49,3 +49,16 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_shared_local_mode_stack() -> Iterator[None]:
+    """Stop the local-mode stack that `.local()` classes share, while pytest still captures output.
+
+    It would otherwise stop at interpreter exit, when its servers' shutdown logging finds the
+    captured streams already closed.
+    """
+    yield
+    from privatemode_integrations._local import stop_local_stack
+
+    stop_local_stack()
