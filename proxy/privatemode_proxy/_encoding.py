@@ -59,7 +59,8 @@ def decode_embeddings(data: Any, expected_count: int) -> FloatMatrix:
 
 def _decode_base64_rows(rows: Sequence[str]) -> FloatMatrix:
     try:
-        chunks = [base64.b64decode(row, validate=True) for row in rows]
+        # a2b_base64 validates in C; b64decode(validate=True) runs a regex over each row first.
+        chunks = [binascii.a2b_base64(row, strict_mode=True) for row in rows]
     except (binascii.Error, ValueError) as exc:
         raise VectorFormatError("upstream embedding is not valid base64") from exc
     width = len(chunks[0])

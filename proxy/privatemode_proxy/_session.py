@@ -685,16 +685,13 @@ class UpstreamSession:
                     "attested backend, so it was discarded"
                 )
             try:
-                plain = cipher.decrypt_response(content)
-                parsed = orjson.loads(plain)
+                # Decryption parses every field to check it; take that parse, don't redo it.
+                parsed = cipher.decrypt_response_object(content)
             except FieldCipherError as exc:
+                # Also what a body that is not a JSON object gives.
                 raise UpstreamError(
                     f"the upstream answer failed decryption and was discarded: {exc}"
                 ) from None
-            except orjson.JSONDecodeError:
-                raise UpstreamError("the upstream answer is not JSON") from None
-            if not isinstance(parsed, dict):
-                raise UpstreamError("the upstream answer is not a JSON object")
             return UpstreamResponse(resp.status_code, parsed, headers)
         # Error bodies may carry encrypted fields: try, then fall back to the raw body.
         body: Any = None
