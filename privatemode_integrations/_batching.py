@@ -1,7 +1,8 @@
 """Model limits and packing inputs into as few requests as those limits allow.
 
-Limits come, in order of preference, from the server's `GET /v1/models` entry for the model
-(when it carries them), from the proxy's model catalogue, or from conservative defaults.
+Limits come from the proxy's model catalogue for a model it knows (the proxy splits by the same
+catalogue), otherwise from the server's `GET /v1/models` entry for the model (when it carries
+them), or from conservative defaults.
 """
 
 from __future__ import annotations

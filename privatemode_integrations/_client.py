@@ -426,10 +426,22 @@ class EmbeddingsClient:
                 self._limits = limits
         return limits
 
-    def limits(self) -> ModelLimits:
-        """The model's request limits: from `GET /v1/models` if it has them, else catalogue."""
+    def _known_limits(self) -> ModelLimits | None:
+        """Limits that need no request: remembered ones, or the catalogue's for a model it knows.
+
+        The proxy splits by the same catalogue, so asking `/v1/models` for a catalogued model
+        would cost a request (against a 20 requests/minute budget) and learn nothing.
+        """
         if self._limits is not None:
             return self._limits
+        known = catalogue_limits(self.model)
+        return self._remember(known, True) if known.source == "catalogue" else None
+
+    def limits(self) -> ModelLimits:
+        """The model's request limits: the catalogue's, else `GET /v1/models`, else defaults."""
+        known = self._known_limits()
+        if known is not None:
+            return known
         try:
             response = self._client().get(
                 f"{self.base_url}/models", headers=self._headers(), timeout=self._timeout_arg()
@@ -441,8 +453,9 @@ class EmbeddingsClient:
 
     async def alimits(self) -> ModelLimits:
         """`limits()`, without blocking the event loop."""
-        if self._limits is not None:
-            return self._limits
+        known = self._known_limits()
+        if known is not None:
+            return known
         state = self._loop_state()
         try:
             response = await state.client.get(

@@ -44,9 +44,10 @@ def test_langchain_replay() -> None:
     assert len(result["documents"]) == len(DOCUMENTS)
     assert all(len(v) == 384 for v in result["documents"])
     assert nearest(result["query"], result["documents"]) == QUERIES[next(iter(QUERIES))]
-    # One /v1/models lookup, ceil(5 / 2) document requests, one query request.
+    # ceil(5 / 2) document requests and one query request.
     paths = [r.path for r in cassette.requests]
-    assert paths.count("/v1/models") == 1 and paths.count("/v1/embeddings") == 4
+    # A catalogued model needs no /v1/models lookup: every request is an embeddings request.
+    assert paths.count("/v1/models") == 0 and paths.count("/v1/embeddings") == 4
 
 
 @pytest.mark.usefixtures("socket_disabled")
