@@ -218,6 +218,20 @@ class ServerProcess:
         self.stop()
 
 
+def exit_with_parent() -> None:
+    """In a benchmark server: exit when the process that started it is gone (no orphans)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def get_counts(url: str) -> dict[str, int]:
     """The per-path request counts a benchmark server keeps (GET /_bench/counts)."""
     response = httpx.get(url + "/_bench/counts", timeout=10.0)

@@ -19,6 +19,7 @@ JSON line ({"url": ...}) when it serves. GET /_bench/counts gives the requests p
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import uuid
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from _common import exit_with_parent
 from privatemode_proxy.local._issuer import LocalIdentity
 from privatemode_proxy.local._requestlog import RequestLog, RequestLogMiddleware
 from privatemode_proxy.local._secretstore import SecretStore
@@ -232,6 +234,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
+    exit_with_parent()
 
     import uvicorn
     from privatemode_proxy._serving import free_port
@@ -248,8 +251,6 @@ def main() -> None:
     url = f"http://{args.host}:{port}"
 
     async def serve() -> None:
-        import asyncio
-
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():
@@ -260,14 +261,13 @@ def main() -> None:
             "url": url,
             "root_pem": str(identity.root_pem_path),
             "manifest": str(identity.manifest_path),
-            "uvicorn_http": config.http,
-            "uvicorn_loop": config.loop,
+            "http": config.http_protocol_class.__name__,
+            "loop": type(asyncio.get_running_loop()).__module__,
         }), flush=True)
         await task
 
-    import asyncio
-
-    asyncio.run(serve())
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(serve())
 
 
 if __name__ == "__main__":

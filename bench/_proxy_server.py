@@ -12,8 +12,9 @@ part of the proxy) records each request's path and answers:
 - GET  /_bench/counts          {"proxy": {path: n}, "upstream": {path: n} (local backend only)}
 - POST /_bench/reset           clears both
 - POST /_bench/profile/start   starts pyinstrument on the event loop's thread
-- POST /_bench/profile/stop?label=NAME   stops it, writes NAME.txt/.html into --profile-dir and
-                                answers a JSON summary (self time by function and by package)
+- POST /_bench/profile/stop?label=NAME   stops it, writes NAME.txt (and NAME.html with
+                                --profile-html) into --profile-dir and answers a JSON summary
+                                (self time by function and by package)
 
 It prints one JSON line ({"url": ...}) once it serves.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _common import exit_with_parent
 from privatemode_proxy import (
     BatchLimits,
     ProxyConfig,
@@ -79,12 +81,15 @@ def summarize_profile(session: Any, top: int = 25) -> dict[str, Any]:
         name = frame.function or "?"
         self_time = float(frame.total_self_time)
         if self_time > 0:
-            if builtin and name.endswith(("poll", "select")) and "selectors" in caller:
+            # The selector (epoll and the selectors module around it) is the loop waiting for
+            # I/O; samples right after a wait also land in its Python frames.
+            if "selectors" in where:
                 idle += self_time
                 by_package["(idle: waiting in epoll)"] += self_time
             else:
                 by_package[where] += self_time
-            by_function[f"{name} [{where}{'' if builtin else f':{frame.line_no}'}]"] += self_time
+                by_function[f"{name} [{where}{'' if builtin else f':{frame.line_no}'}]"] += \
+                    self_time
         for child in frame.children:
             walk(child, where)
 
@@ -106,8 +111,9 @@ class BenchWrapper:
     """Counts requests by path and serves the /_bench/* endpoints; everything else to the proxy."""
 
     def __init__(self, app: Any, backend: Any, profile_dir: Path | None,
-                 interval: float) -> None:
+                 interval: float, html: bool = False) -> None:
         self.app = app
+        self.html = html
         self.backend = backend
         self.log = RequestLog()
         self.profile_dir = profile_dir
@@ -154,10 +160,10 @@ class BenchWrapper:
             if self.profile_dir is not None:
                 self.profile_dir.mkdir(parents=True, exist_ok=True)
                 (self.profile_dir / f"{label}.txt").write_text(
-                    profiler.output_text(unicode=True, color=False, show_all=True),
-                    encoding="utf-8")
-                (self.profile_dir / f"{label}.html").write_text(profiler.output_html(),
-                                                                encoding="utf-8")
+                    profiler.output_text(unicode=True, color=False), encoding="utf-8")
+                if self.html:
+                    (self.profile_dir / f"{label}.html").write_text(profiler.output_html(),
+                                                                    encoding="utf-8")
             return orjson.dumps(summary)
         return b'{"error": "unknown"}'
 
@@ -173,7 +179,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--profile-dir", type=Path, default=None)
     parser.add_argument("--profile-interval", type=float, default=0.0005)
+    parser.add_argument("--profile-html", action="store_true",
+                        help="also write pyinstrument's HTML view (several MB per profile)")
     args = parser.parse_args()
+    exit_with_parent()
 
     import uvicorn
 
@@ -197,7 +206,7 @@ def main() -> None:
     config = ProxyConfig(session=session, limits=BatchLimits(), local_mode=backend is not None,
                          token_counters=counters)
     app = BenchWrapper(create_proxy_app(config), backend, args.profile_dir,
-                       args.profile_interval)
+                       args.profile_interval, args.profile_html)
     port = args.port or free_port(args.host)
     uv_config = uvicorn.Config(app, host=args.host, port=port, log_level="warning",
                                access_log=False, lifespan="on")
@@ -211,12 +220,15 @@ def main() -> None:
                 return
             await asyncio.sleep(0.01)
         print(json.dumps({"url": f"http://{args.host}:{port}", "upstream": api_url,
-                          "uvicorn_http": uv_config.http, "uvicorn_loop": uv_config.loop}),
+                          "http": uv_config.http_protocol_class.__name__,
+                          "loop": type(asyncio.get_running_loop()).__module__}),
               flush=True)
         await task
 
     try:
-        asyncio.run(serve())
+        # uvicorn's own choice of event loop (uvloop when importable), as `uvicorn.run` makes it.
+        with asyncio.Runner(loop_factory=uv_config.get_loop_factory()) as runner:
+            runner.run(serve())
     finally:
         if backend is not None:
             backend.stop()
