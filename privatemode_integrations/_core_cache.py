@@ -12,6 +12,21 @@ from typing import Any
 
 from privatemode_integrations._client import EmbeddingsClient
 
+CLIENT_FIELDS = (
+    "base_url",
+    "api_key",
+    "dimensions",
+    "batch_size",
+    "max_concurrency",
+    "max_retries",
+    "timeout",
+    "show_progress_bar",
+    "default_headers",
+    "http_client",
+    "http_async_client",
+)
+"""The client settings both framework classes carry under these same field names."""
+
 
 class CoreCache:
     """The current `EmbeddingsClient` for one framework object."""
@@ -34,6 +49,10 @@ class CoreCache:
                 if old is not None:
                     old.close()
             return self._client
+
+    def for_object(self, owner: Any, *, model: str) -> EmbeddingsClient:
+        """The client for a framework object's current `CLIENT_FIELDS` values and `model`."""
+        return self.get(model=model, **{name: getattr(owner, name) for name in CLIENT_FIELDS})
 
     # A copy or an unpickled object (LlamaIndex ships transformations to worker processes) gets
     # its own connections, built on first use.

@@ -95,20 +95,7 @@ class PrivatemodeEmbedding(BaseEmbedding):
     @property
     def client(self) -> EmbeddingsClient:
         """The shared client core with this object's current settings."""
-        return self._cores.get(
-            base_url=self.base_url,
-            api_key=self.api_key,
-            model=self.model_name,
-            dimensions=self.dimensions,
-            batch_size=self.batch_size,
-            max_concurrency=self.max_concurrency,
-            max_retries=self.max_retries,
-            timeout=self.timeout,
-            show_progress_bar=self.show_progress_bar,
-            default_headers=self.default_headers,
-            http_client=self.http_client,
-            http_async_client=self.http_async_client,
-        )
+        return self._cores.for_object(self, model=self.model_name)
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self.client.embed([query])[0].tolist()  # type: ignore[no-any-return]
