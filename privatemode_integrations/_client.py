@@ -504,6 +504,19 @@ class EmbeddingsClient:
         )
         return delay
 
+    def _judge(
+        self, response: httpx.Response, batch: range, attempt: int, attempts: int
+    ) -> tuple[Vectors | None, str]:
+        """One answer, for the sync and async senders alike: the vectors, or why to retry.
+
+        Raises the status error when the answer is final (not retryable, or the last attempt).
+        """
+        if response.is_success:
+            return decode_embeddings(response.content, len(batch), self.dimensions), ""
+        if not is_retryable_status(response.status_code) or attempt == attempts:
+            raise status_error(response, offset=batch.start, count=len(batch), attempts=attempt)
+        return None, f"status {response.status_code}"
+
     def _send_batch(
         self, texts: list[str], batch: range, abort: threading.Event | None
     ) -> Vectors:
@@ -525,13 +538,9 @@ class EmbeddingsClient:
                         raise self._connection_error(exc, attempt) from exc
                     why = type(exc).__name__
             if response is not None:
-                if response.is_success:
-                    return decode_embeddings(response.content, len(batch), self.dimensions)
-                if not is_retryable_status(response.status_code) or attempt == attempts:
-                    raise status_error(
-                        response, offset=batch.start, count=len(batch), attempts=attempt
-                    )
-                why = f"status {response.status_code}"
+                vectors, why = self._judge(response, batch, attempt, attempts)
+                if vectors is not None:
+                    return vectors
             delay = self._retry_delay(attempt, response, why, batch)
             if abort is not None:
                 if abort.wait(delay):
@@ -556,13 +565,9 @@ class EmbeddingsClient:
                         raise self._connection_error(exc, attempt) from exc
                     why = type(exc).__name__
             if response is not None:
-                if response.is_success:
-                    return decode_embeddings(response.content, len(batch), self.dimensions)
-                if not is_retryable_status(response.status_code) or attempt == attempts:
-                    raise status_error(
-                        response, offset=batch.start, count=len(batch), attempts=attempt
-                    )
-                why = f"status {response.status_code}"
+                vectors, why = self._judge(response, batch, attempt, attempts)
+                if vectors is not None:
+                    return vectors
             await asyncio.sleep(self._retry_delay(attempt, response, why, batch))
         raise AssertionError("unreachable")  # pragma: no cover
 

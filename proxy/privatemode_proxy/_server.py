@@ -41,6 +41,7 @@ from privatemode_proxy._encoding import (
     encode_embeddings,
     reduce_dimensions,
 )
+from privatemode_proxy._openai_errors import error_body
 from privatemode_proxy._session import (
     SessionConfig,
     UpstreamError,
@@ -104,7 +105,7 @@ def error_response(
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    body = error_body(message, type=error_type, param=param, code=code)
     return Response(orjson.dumps(body), status_code, headers=dict(headers or {}), media_type=_JSON)
 
 

@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from privatemode_proxy import __version__
+from privatemode_proxy._openai_errors import error_body
 from privatemode_proxy.attestation import (
     AttestationError,
     AttestationResult,
@@ -706,14 +707,8 @@ class UpstreamSession:
             except orjson.JSONDecodeError:
                 body = None
         if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
-            body = {
-                "error": {
-                    "message": _error_message_of(content) if content else resp.reason_phrase,
-                    "type": "upstream_error",
-                    "param": None,
-                    "code": None,
-                }
-            }
+            message = _error_message_of(content) if content else resp.reason_phrase
+            body = error_body(message, type="upstream_error")
         return UpstreamResponse(resp.status_code, body, headers)
 
     async def get_models(self) -> tuple[int, bytes]:

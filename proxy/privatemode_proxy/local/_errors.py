@@ -10,21 +10,12 @@ from typing import Any
 
 import orjson
 
+from .._openai_errors import error_body
+
 INVALID_REQUEST = "invalid_request_error"
 AUTHENTICATION = "authentication_error"
 NOT_FOUND = "not_found_error"
 SERVER = "server_error"
-
-
-def error_body(
-    message: str,
-    *,
-    type: str = INVALID_REQUEST,
-    param: str | None = None,
-    code: str | None = None,
-) -> dict[str, Any]:
-    """The OpenAI error object."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 class ApiError(Exception):
