@@ -24,6 +24,28 @@ from privatemode_integrations._errors import (
 )
 from privatemode_integrations._retry import RetryPolicy
 
+# Public names say where to import them from (tracebacks, reprs, pickles), not which private
+# module defines them.
+for _public in (
+    APIConnectionError,
+    APIResponseError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    EmbeddingsClient,
+    InputTooLongError,
+    InternalServerError,
+    ModelLimits,
+    NotFoundError,
+    PermissionDeniedError,
+    PrivatemodeError,
+    RateLimitError,
+    RetryPolicy,
+):
+    _public.__module__ = __name__
+del _public
+
 if TYPE_CHECKING:
     from privatemode_integrations._langchain import PrivatemodeEmbeddings
     from privatemode_integrations._llamaindex import PrivatemodeEmbedding

@@ -9,8 +9,24 @@ from __future__ import annotations
 from typing import Any
 
 
+def _rebuild(cls: type[PrivatemodeError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class PrivatemodeError(Exception):
-    """Base class of every error raised by `privatemode_integrations`."""
+    """Base class of every error raised by `privatemode_integrations`.
+
+    Every one survives a `pickle` round trip with its attributes (process pools, e.g. LlamaIndex's
+    `IngestionPipeline(num_workers=...)`, ship a worker's exception to the parent that way; an
+    exception that cannot be rebuilt there leaves the parent waiting forever).
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default rebuilds with `cls(*args)`, which misses the keyword-only arguments.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class APIConnectionError(PrivatemodeError):
