@@ -87,10 +87,19 @@ class _LoopState:
 
 
 def _as_secret(api_key: str | SecretStr | None) -> SecretStr | None:
+    """The key without surrounding whitespace (a key file or secret often ends in a newline);
+    `ValueError`, never quoting the key, when it has any other control or non-ASCII character."""
     if api_key is None:
         return None
-    secret = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
-    return secret if secret.get_secret_value() else None
+    raw = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    key = raw.strip()
+    bad = next((i for i, c in enumerate(key, 1) if not "\x21" <= c <= "\x7e"), None)
+    if bad is not None:
+        raise ValueError(
+            f"the API key has a space, control or non-ASCII character at position {bad} of "
+            f"{len(key)}; an API key is printable ASCII: check api_key / PRIVATEMODE_API_KEY"
+        )
+    return SecretStr(key) if key else None
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:

@@ -15,11 +15,13 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from privatemode_proxy import __version__
+from privatemode_proxy._apikey import clean_api_key, key_forms, redact
 from privatemode_proxy._batching import BatchLimits
 from privatemode_proxy._server import ProxyConfig, create_proxy_app
+from privatemode_proxy._serving import PortInUseError, bind_socket, raise_open_file_limit
 from privatemode_proxy._session import ManifestProvider, SessionConfig, pinned_manifest
 
 DEFAULT_API_ENDPOINT = "api.privatemode.ai:443"
@@ -41,20 +43,37 @@ def api_base_url(endpoint: str) -> str:
 
 
 def read_api_key(value: str | None) -> str | None:
-    """`--apiKey KEY` or `--apiKey @FILE` (the first line of FILE)."""
-    if value is None or value == "":
+    """`--apiKey KEY` or `--apiKey @FILE` (the first line of FILE), stripped of surrounding
+    whitespace; `ValueError` (never quoting the key) for a key that can't be an HTTP header."""
+    if value is None or value.strip() == "":
         return None
     if value.startswith("@"):
         path = Path(value[1:]).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ValueError(f"cannot read the API key file {path}: {exc.strerror}") from None
-        key = text.strip().splitlines()[0].strip() if text.strip() else ""
-        if not key:
-            raise ValueError(f"the API key file {path} is empty")
-        return key
-    return value
+            raise ValueError(
+                f"--apiKey: cannot read the API key file {path}: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"--apiKey: the API key file {path} is not UTF-8 text; it must hold only the key"
+            ) from None
+        key = text.strip().splitlines()[0] if text.strip() else ""
+        if not key.strip():
+            raise ValueError(f"--apiKey: the API key file {path} is empty")
+        return clean_api_key(key, source=f"the file {path} (--apiKey)")
+    return clean_api_key(value, source="--apiKey")
+
+
+class ConfigError(ValueError):
+    """A configuration problem: reported as one line naming the flag, exit code 2."""
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr, exit code 2 (as argparse does for a bad flag), no traceback."""
+    print(f"privatemode-proxy: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def _bool(value: str) -> bool:
@@ -272,19 +291,22 @@ class _JsonFormatter(logging.Formatter):
 
 
 class _RedactFilter(logging.Filter):
-    """Belt and braces: no log line shows the API key, whatever logged it."""
+    """Belt and braces: no log line shows the API key in any form, whatever logged it."""
 
     def __init__(self, words: Sequence[str]) -> None:
         super().__init__()
-        self._words = [w for w in words if w]
+        self._forms = key_forms(*words)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._words:
+        if self._forms:
             message = record.getMessage()
-            if any(w in message for w in self._words):
-                for word in self._words:
-                    message = message.replace(word, "[REDACTED]")
-                record.msg, record.args = message, None
+            cleaned = redact(message, self._forms)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+            if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text, self._forms)
         return True
 
 
@@ -300,13 +322,13 @@ def _level_name(level: str) -> str:
     return "warning" if level.lower() in ("warn", "warning") else level.lower()
 
 
-def setup_logging(level: str, fmt: str, redact: Sequence[str] = ()) -> None:
+def setup_logging(level: str, fmt: str, secrets: Sequence[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    handler.addFilter(_RedactFilter(redact))
+    handler.addFilter(_RedactFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_level_name(level).upper())
@@ -319,44 +341,122 @@ def setup_logging(level: str, fmt: str, redact: Sequence[str] = ()) -> None:
 # -- configuration -------------------------------------------------------------------------------
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _pinned_manifest_file(path: Path, cdn_base_url: str) -> bytes:
+    """The bytes of a `--manifestPath` file, checked to be a Privatemode (Contrast) manifest."""
+    from privatemode_proxy.attestation import Manifest
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--manifestPath {path}: cannot read it: {exc.strerror}") from None
+    problem: str | None = None
+    try:
+        manifest = Manifest.from_json(data)
+    except ValueError as exc:
+        problem = _one_line(exc)
+    else:
+        if not manifest.policies or not (manifest.snp or manifest.tdx):
+            problem = "it has no Policies or no ReferenceValues"
+    if problem is not None:
+        raise ConfigError(
+            f"--manifestPath {path} is not a Privatemode manifest ({problem}); pin the current "
+            f"one with `curl -fsSo manifest.json {cdn_base_url.rstrip('/')}/manifest.json` and "
+            "--manifestPath manifest.json, or leave the flag out to fetch it at every start"
+        )
+    return data
+
+
 def _manifest_provider(args: argparse.Namespace, workspace: Path) -> ManifestProvider:
     if args.manifestPath:
         path = Path(args.manifestPath).expanduser()
-        try:
-            return pinned_manifest(path.read_bytes())
-        except OSError as exc:
-            raise ValueError(f"cannot read --manifestPath {path}: {exc.strerror}") from None
+        return pinned_manifest(_pinned_manifest_file(path, args.cdnBaseURL))
     from privatemode_proxy.attestation import ManifestSource
 
     source = ManifestSource.from_cdn(args.cdnBaseURL, workspace)
     return source.provider()
 
 
-def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> ProxyConfig:
-    """The proxy configuration from parsed flags (and a started local backend for --local)."""
-    from privatemode_proxy.attestation import (
-        KdsCertificateCache,
-        amd_roots,
-        load_trusted_root,
-    )
+def _trusted_roots(paths: Sequence[str]) -> list[Any]:
+    """AMD's roots plus every `--trustedRoot` file: an ASK+ARK bundle (AMD's KDS cert_chain, the
+    local backend's root.pem), or one of AMD's own ARKs alone."""
+    from privatemode_proxy.attestation import AttestationError, amd_roots, load_trusted_root
+    from privatemode_proxy.attestation._evidence import pem_blocks
 
-    if (args.tlsCertPath is None) != (args.tlsKeyPath is None):
-        raise ValueError("--tlsCertPath and --tlsKeyPath must be given together")
+    bundled = list(amd_roots())
+    roots = list(bundled)
+    for name in paths:
+        path = Path(name).expanduser()
+        try:
+            roots.extend(load_trusted_root(path))
+            continue
+        except AttestationError as exc:
+            problem = _one_line(exc).removeprefix("TRUSTED_ROOT ").removeprefix(f"{path}: ")
+        try:
+            blocks = pem_blocks(path.read_bytes())
+        except (OSError, ValueError):
+            blocks = []
+        if len(blocks) == 1 and blocks[0][0] == "CERTIFICATE":
+            same = [r for r in bundled if r.ark_der == blocks[0][1]]
+            if same:
+                logger.info(
+                    "--trustedRoot %s is AMD's %s ARK (trusted already)", path, same[0].product_line
+                )
+                continue
+            problem = (
+                "it holds one certificate, not one of AMD's ARKs; for another root give its ASK "
+                "and ARK in one PEM file"
+            )
+        raise ConfigError(
+            f"--trustedRoot {path}: {problem}. Expected a PEM file with an ASK then its ARK "
+            "(AMD KDS cert_chain, or a local backend's root.pem), or one of AMD's ARKs alone"
+        )
+    return roots
+
+
+def check_tls_files(cert: str | None, key: str | None) -> None:
+    if (cert is None) != (key is None):
+        raise ConfigError("--tlsCertPath and --tlsKeyPath must be given together")
+    if cert is None or key is None:
+        return
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"--tlsCertPath {cert} / --tlsKeyPath {key}: cannot use them "
+            f"({_one_line(exc)}); give a PEM certificate and its PEM private key"
+        ) from None
+
+
+def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> ProxyConfig:
+    """The proxy configuration from parsed flags (and a started local backend for --local).
+
+    Raises `ConfigError` (a `ValueError`) naming the flag for anything unusable.
+    """
+    from privatemode_proxy.attestation import KdsCertificateCache, load_trusted_root
+
+    check_tls_files(args.tlsCertPath, args.tlsKeyPath)
     if not args.nvidiaOCSPAllowUnknown and args.nvidiaOCSPRevokedGracePeriod > 0:
-        raise ValueError(
+        raise ConfigError(
             "--nvidiaOCSPAllowUnknown=false with a revoked grace period > 0 is contradictory: "
             "set --nvidiaOCSPRevokedGracePeriod 0 or allow unknown statuses"
         )
     workspace = Path(args.workspace).expanduser()
-    roots = list(amd_roots())
-    for pem in args.trustedRoot:
-        roots.extend(load_trusted_root(Path(pem).expanduser()))
+    roots = _trusted_roots(args.trustedRoot)
     if local_backend is not None:
         api_url = str(local_backend.url)
         roots.extend(load_trusted_root(Path(local_backend.root_pem_path)))
         manifest = pinned_manifest(Path(local_backend.manifest_path).read_bytes())
     else:
-        api_url = api_base_url(args.apiEndpoint)
+        try:
+            api_url = api_base_url(args.apiEndpoint)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         manifest = _manifest_provider(args, workspace)
     session = SessionConfig(
         api_url=api_url,
@@ -401,15 +501,32 @@ def _run_local_backend(argv: Sequence[str]) -> int:
 
 
 def _run_proxy(argv: Sequence[str]) -> int:
-    import uvicorn
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         api_key = read_api_key(args.apiKey)
     except ValueError as exc:
-        parser.error(str(exc))
-    setup_logging(args.log_level, args.log_format, redact=[api_key or ""])
+        _fail(str(exc))
+    setup_logging(args.log_level, args.log_format, secrets=[args.apiKey or "", api_key or ""])
+    try:
+        return _serve(args, api_key)
+    except (ConfigError, PortInUseError) as exc:
+        _fail(str(exc))
+
+
+def _serve(args: argparse.Namespace, api_key: str | None) -> int:
+    import uvicorn
+
+    # Everything checkable without the upstream first, then the port: a mistake is reported in
+    # well under a second, before any key generation or model loading.
+    config: ProxyConfig | None = None
+    if args.local:
+        check_tls_files(args.tlsCertPath, args.tlsKeyPath)
+        _trusted_roots(args.trustedRoot)
+    else:
+        config = build_config(args)
+    sock = bind_socket(args.host, args.port)
+    raise_open_file_limit()
     logger.info("privatemode-proxy %s", __version__)
     backend: Any = None
     try:
@@ -418,7 +535,14 @@ def _run_proxy(argv: Sequence[str]) -> int:
 
             backend_dir = Path(args.workspace).expanduser() / "local-backend"
             backend = LocalBackend(backend_dir)
-            backend.start()
+            try:
+                backend.start()
+            except OSError as exc:
+                where = f": {exc.filename}" if exc.filename else ""
+                raise ConfigError(
+                    f"--workspace {args.workspace}: cannot start the local backend there "
+                    f"({exc.strerror or _one_line(exc)}{where})"
+                ) from None
             logger.warning(
                 "\n%s\nLOCAL MODE: the upstream is the bundled local backend at %s.\n"
                 "Its self-made root (%s) is trusted and its manifest pinned. This is NOT\n"
@@ -428,33 +552,39 @@ def _run_proxy(argv: Sequence[str]) -> int:
                 backend.root_pem_path,
                 "=" * 78,
             )
+            config = build_config(args, local_backend=backend)
         elif api_key is None:
             logger.warning("no API key given: the proxy will not authenticate with the API")
-        try:
-            config = build_config(args, local_backend=backend)
-        except (ValueError, OSError) as exc:
-            parser.error(str(exc))
+        assert config is not None
         app = create_proxy_app(config)
         _adopt_uvicorn_loggers()  # the local backend's server may have configured them
         scheme = "https" if args.tlsCertPath else "http"
+        port = int(sock.getsockname()[1])
         logger.info(
             "listening on %s://%s:%d (upstream %s)",
             scheme,
             args.host,
-            args.port,
+            port,
             config.session.api_url,
         )
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            ssl_certfile=args.tlsCertPath,
-            ssl_keyfile=args.tlsKeyPath,
-            log_config=None,
-            access_log=args.log_level == "debug",
-            log_level=_level_name(args.log_level),
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=args.host,
+                port=port,
+                ssl_certfile=args.tlsCertPath,
+                ssl_keyfile=args.tlsKeyPath,
+                log_config=None,
+                access_log=args.log_level == "debug",
+                log_level=_level_name(args.log_level),
+            )
         )
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
     finally:
+        sock.close()
         if backend is not None:
             backend.stop()
     return 0

@@ -7,6 +7,7 @@ classes' local mode; this is the one place that knows how to start and stop them
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import threading
 import time
@@ -14,6 +15,49 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
+
+
+def bind_socket(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket on `host:port`; `ConfigError`-style `ValueError` naming `--port`
+    when the port is taken (checked before anything slow starts)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"--port {port}: {host}:{port} is already in use (another proxy or server is "
+                "listening there); stop it, or choose a free port with --port"
+            ) from None
+        raise PortInUseError(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})"
+        ) from None
+    return sock
+
+
+class PortInUseError(ValueError):
+    """The address to listen on can't be used (taken, or not an address of this machine)."""
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft open-file limit to the hard one (each client connection is a
+    file descriptor); returns the soft limit now in force."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # pragma: no cover - a sandbox may refuse
+            pass
+    return int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import privatemode_proxy
 import pytest
 from _proxyhelpers import MODEL, post_embeddings
 from privatemode_proxy import LocalStack
@@ -194,3 +195,167 @@ def test_separate_local_backend_with_trusted_root(
     first_json = next(line for line in logs.splitlines() if line.startswith("{"))
     assert '"level"' in first_json
     assert SECRET_TEXT not in logs + backend.stop()
+
+
+# -- configuration errors: one line naming the flag, exit code 2, no traceback (issue 13 #11,
+# issue 12, issue 14 #9/#10) ------------------------------------------------------------------
+
+
+def _run_cli(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_cli(), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def _assert_one_line_error(out: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr + out.stdout
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("privatemode-proxy: error:")]
+    assert len(errors) == 1, out.stderr
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
+def _amd_ark_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from privatemode_proxy.attestation import amd_roots
+
+    root = amd_roots()[0]
+    return root.ark.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture(scope="module")
+def real_manifest(local_stack: LocalStack) -> Path:
+    return Path(local_stack.backend.manifest_path)
+
+
+def test_bad_trusted_root_is_one_line_exit_2(tmp_path: Path, real_manifest: Path) -> None:
+    garbage = tmp_path / "root.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    missing = tmp_path / "missing.pem"
+    for bad in (garbage, missing):
+        out = _run_cli(
+            ["--trustedRoot", str(bad), "--manifestPath", str(real_manifest), "--port", "1"]
+        )
+        _assert_one_line_error(out, "--trustedRoot", str(bad))
+
+
+def test_trusted_root_may_be_amds_ark_alone_or_the_bundle(tmp_path: Path) -> None:
+    from privatemode_proxy._cli import ConfigError, _trusted_roots
+
+    ark = tmp_path / "ark.pem"
+    ark.write_bytes(_amd_ark_pem())
+    bundle = tmp_path / "ask_ark.pem"
+    amd_dir = Path(privatemode_proxy.__file__).parent / "attestation" / "amd_roots"
+    bundle.write_bytes((amd_dir / "ask_ark_genoa.pem").read_bytes())
+    assert len(_trusted_roots([str(ark), str(bundle)])) == len(_trusted_roots([])) + 1
+    # One certificate that is not an AMD ARK: refused, naming the flag and the file.
+    own_ask = tmp_path / "ask_only.pem"
+    blocks = bundle.read_text().split("-----END CERTIFICATE-----")
+    own_ask.write_text(blocks[0] + "-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match=r"--trustedRoot .*ask_only\.pem.*one certificate"):
+        _trusted_roots([str(own_ask)])
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b'{"a": 1}', b"[]", b""])
+def test_a_file_that_is_not_a_manifest_is_refused_at_start(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "manifest.json"
+    bad.write_bytes(content)
+    out = _run_cli(["--manifestPath", str(bad), "--port", str(free_port())])
+    line = _assert_one_line_error(out, "--manifestPath", str(bad), "not a Privatemode manifest")
+    assert "curl" in line and "/manifest.json" in line  # how to pin the current one
+
+
+def test_port_in_use_is_reported_before_anything_slow_starts(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = _run_cli(["--local", "--port", str(port), "--workspace", str(tmp_path / "ws")])
+    _assert_one_line_error(out, "--port", str(port), "already in use")
+    # Refused before the local backend made its keys or loaded its model.
+    assert not (tmp_path / "ws" / "local-backend").exists()
+
+
+def test_other_configuration_errors_are_one_line(tmp_path: Path, real_manifest: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not a certificate")
+    cases: list[tuple[list[str], tuple[str, ...]]] = [
+        (["--tlsCertPath", str(cert), "--tlsKeyPath", str(cert)], ("--tlsCertPath",)),
+        (["--tlsCertPath", str(cert)], ("--tlsCertPath and --tlsKeyPath",)),
+        (["--apiKey", f"@{tmp_path / 'nokey'}"], ("--apiKey", "cannot read")),
+        (["--apiEndpoint", "ftp://x"], ("--apiEndpoint",)),
+    ]
+    for args, needles in cases:
+        out = _run_cli([*args, "--manifestPath", str(real_manifest), "--port", str(free_port())])
+        _assert_one_line_error(out, *needles)
+
+
+# -- API key hygiene (issue 13 #1) ---------------------------------------------------------------
+
+CRLF_KEY = "pm-crlf-key-93c1d7"
+
+
+def test_key_with_control_characters_is_refused_without_quoting_it(
+    tmp_path: Path, real_manifest: Path
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"pm-bad\x07key-5521\r\n")
+    for key_arg in ("pm-bad\x07key-5521", f"@{key_file}", "pm-bäd-key-5521"):
+        out = _run_cli(
+            ["--apiKey", key_arg, "--manifestPath", str(real_manifest), "--port", str(free_port())]
+        )
+        line = _assert_one_line_error(out, "API key", "position")
+        assert "5521" not in out.stderr + out.stdout, line
+
+
+def test_crlf_key_is_stripped_and_served(local_stack: LocalStack, tmp_path: Path) -> None:
+    """`--apiKey "$(cat key.txt)"` on a CRLF file: the key is used without the CR/LF, so no
+    HTTP library refuses (and quotes) it; nothing shows it anywhere."""
+    from _proxyhelpers import start_proxy, wait_upstream
+    from privatemode_proxy._cli import read_api_key
+
+    key_file = tmp_path / "key.txt"
+    key_file.write_bytes(CRLF_KEY.encode() + b"\r\n")
+    assert read_api_key(f"@{key_file}") == CRLF_KEY
+    key = read_api_key(key_file.read_bytes().decode())  # as "$(cat key.txt)" keeps the CR
+    assert key == CRLF_KEY
+    proxy = start_proxy(local_stack.backend, session_options={"api_key": key})
+    try:
+        assert wait_upstream(proxy.url)["upstream"] == "ready"
+        resp = post_embeddings(proxy.url, {"model": MODEL, "input": "hello"})
+        assert resp.status_code == 200, resp.text
+        seen = httpx.get(proxy.url + "/healthz").text + httpx.get(proxy.url + "/").text
+        seen += httpx.get(proxy.url + "/?format=json").text
+        assert CRLF_KEY not in seen
+    finally:
+        proxy.stop()
+
+
+def test_redaction_covers_escaped_forms() -> None:
+    import logging
+
+    from privatemode_proxy._cli import _RedactFilter
+
+    raw = CRLF_KEY + "\r\n"
+    message = f"Illegal header value b'Bearer {raw!r}' / {raw.encode()!r} / \"{CRLF_KEY}\\r\\n\""
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "%s", (message,), None)
+    assert _RedactFilter([raw, CRLF_KEY]).filter(record)
+    assert CRLF_KEY not in record.getMessage()
+
+
+def test_classes_strip_the_key_and_refuse_a_broken_one() -> None:
+    from privatemode_integrations import PrivatemodeEmbeddings
+
+    emb = PrivatemodeEmbeddings(base_url="http://127.0.0.1:9/v1", api_key=CRLF_KEY + "\n")
+    assert emb.client._headers()["Authorization"] == f"Bearer {CRLF_KEY}"
+    with pytest.raises(ValueError) as info:
+        PrivatemodeEmbeddings(
+            base_url="http://127.0.0.1:9/v1", api_key="pm-x\r\ny-77331"
+        ).embed_query("x")
+    assert "77331" not in str(info.value) and "77331" not in repr(info.value)
+    assert info.value.__cause__ is None or "77331" not in str(info.value.__cause__)

@@ -220,9 +220,9 @@ def test_help_documents_every_flag() -> None:
         assert flag in text, flag
 
 
-def test_config_from_flags(tmp_path: Path) -> None:
+def test_config_from_flags(tmp_path: Path, vectors_dir: Path) -> None:
     manifest = tmp_path / "manifest.json"
-    manifest.write_bytes(b'{"x": 1}')
+    manifest.write_bytes((vectors_dir / "snp/contrast/synthetic_manifest.json").read_bytes())
     args = build_parser().parse_args(
         [
             "--apiKey",
