@@ -61,6 +61,7 @@ from privatemode_integrations._retry import (
     is_retryable_status,
     parse_retry_after,
 )
+from privatemode_integrations._tokens import TokenCounter
 
 __all__ = ["EmbeddingsClient", "Vectors"]
 
@@ -73,6 +74,12 @@ _USER_AGENT = "privatemode-integrations/0.1.0"
 _INPUT_INDEX = re.compile(r"(input\s*\[\s*|input\.|input\s+(?:#|index\s*)?)(\d+)")
 _TOKEN_LIMIT_WORDS = re.compile(r"token|too long|context length|max(imum)?[_ ]length", re.I)
 _TOKEN_LIMIT_CODES = frozenset({"context_length_exceeded", "input_too_long", "too_many_tokens"})
+_PROGRESS_STEPS = 50
+"""While a progress bar is shown a call is cut into about this many requests, so the bar moves
+smoothly and its ETA means something (one request may otherwise hold 2,048 texts)."""
+_PROGRESS_MIN_INPUTS = 16
+"""...but no request carries fewer inputs than this because of the bar."""
+_SHOWN_INDICES = 10
 
 
 class _Aborted(Exception):
@@ -249,6 +256,32 @@ def status_error(
     )
 
 
+def too_long_error(
+    model: str, limit: int, too_long: Sequence[tuple[int, int]], total: int, *, exact: bool
+) -> InputTooLongError:
+    """The error for inputs found too long before anything was sent, naming every one."""
+    shown = ", ".join(f"{i} ({n} tokens)" for i, n in too_long[:_SHOWN_INDICES])
+    more = f" and {len(too_long) - _SHOWN_INDICES} more" if len(too_long) > _SHOWN_INDICES else ""
+    counted = "counted with its own tokenizer" if exact else "at least, judged by their length"
+    which = "input" if len(too_long) == 1 else "inputs"
+    message = (
+        f"{len(too_long)} of {total} inputs are too long for model '{model}', which accepts at "
+        f"most {limit} tokens per input ({counted}): {which} {shown}{more}. Nothing was sent. "
+        "Split long texts first, e.g. with PrivatemodeEmbeddings(...).text_splitter() or "
+        "PrivatemodeEmbedding(...).node_parser()."
+    )
+    return InputTooLongError(
+        message,
+        status_code=400,
+        error_type="invalid_request_error",
+        param="input",
+        code="context_length_exceeded",
+        input_index=too_long[0][0],
+        input_indices=[i for i, _ in too_long],
+        attempts=0,
+    )
+
+
 class EmbeddingsClient:
     """Embeds texts through an OpenAI-compatible `/v1/embeddings` endpoint (the Privatemode proxy).
 
@@ -303,6 +336,7 @@ class EmbeddingsClient:
         self._user_client = http_client
         self._user_async_client = http_async_client
         self._limits = limits
+        self._token_counter: TokenCounter | None = None
         self._lock = threading.Lock()
         self._sync_client: httpx.Client | None = None
         self._sync_slots = threading.BoundedSemaphore(max_concurrency)
@@ -586,23 +620,62 @@ class EmbeddingsClient:
         return np.zeros((0, self.dimensions or 0), dtype=np.float32)
 
     @contextlib.contextmanager
-    def _progress(self, total: int) -> Iterator[Any]:
-        bar = tqdm(
-            total=total,
-            desc="Embedding",
-            unit="text",
-            disable=not self.show_progress_bar,
-            leave=False,
-        )
+    def _progress(self, total: int, show: bool) -> Iterator[Any]:
+        bar = tqdm(total=total, desc="Embedding", unit="text", disable=not show, leave=False)
         try:
             yield bar
         finally:
             bar.close()
 
-    def _plan(self, texts: list[str], limits: ModelLimits | None) -> list[range]:
+    def tokens(self) -> TokenCounter:
+        """Token counts for this client's model: exact for the local model, else bounds."""
+        with self._lock:
+            if self._token_counter is None or self._token_counter.model != self.model:
+                self._token_counter = TokenCounter(self.model)
+            return self._token_counter
+
+    def _check_lengths(self, texts: list[str], limits: ModelLimits | None) -> None:
+        """Refuse the whole call, before anything is sent, when an input is certainly too long.
+
+        Only limits the client knows (catalogue or server) count; defaults for an unknown model
+        are a guess, so there the server decides.
+        """
+        if limits is None or limits.source == "default":
+            return
+        counter = self.tokens()
+        too_long = counter.too_long(texts, limits.max_tokens_per_input)
+        if too_long:
+            raise too_long_error(
+                self.model, limits.max_tokens_per_input, too_long, len(texts), exact=counter.exact
+            )
+
+    def _order(
+        self, texts: list[str], batches: list[range], limits: ModelLimits | None
+    ) -> list[int]:
+        """The order to send `batches` in: those the server may refuse first.
+
+        Without the model's tokenizer the client cannot be sure a long text fits; sending its
+        request first means a refusal comes before the rest of the work, not after it.
+        """
+        order = list(range(len(batches)))
+        if limits is None or limits.source == "default" or len(batches) == 1:
+            return order
+        doubtful = set(self.tokens().may_be_too_long(texts, limits.max_tokens_per_input))
+        if not doubtful:
+            return order
+        first = [i for i in order if any(j in doubtful for j in batches[i])]
+        return first + [i for i in order if i not in set(first)]
+
+    def _plan(
+        self, texts: list[str], limits: ModelLimits | None, progress: bool = False
+    ) -> list[range]:
         if limits is None:
             return [range(0, len(texts))]
-        batches = pack_batches(texts, limits, self.batch_size)
+        batch_size = self.batch_size
+        if progress:
+            step = max(_PROGRESS_MIN_INPUTS, -(-len(texts) // _PROGRESS_STEPS))
+            batch_size = min(batch_size or step, step)
+        batches = pack_batches(texts, limits, batch_size)
         logger.debug(
             "embedding %d inputs in %d requests (model %s, limits from %s)",
             len(texts),
@@ -612,26 +685,34 @@ class EmbeddingsClient:
         )
         return batches
 
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        """Embed `texts`; one float32 row per input, in input order."""
+    def embed(self, texts: Sequence[str], *, show_progress: bool | None = None) -> Vectors:
+        """Embed `texts`; one float32 row per input, in input order.
+
+        The whole call is checked first: an input certainly too long for the model fails it
+        with `InputTooLongError` naming every such input, before any request is sent.
+        `show_progress` overrides `show_progress_bar` for this call.
+        """
         items = check_texts(texts)
         if not items:
             return self._empty()
-        batches = self._plan(items, self.limits() if len(items) > 1 else None)
+        show = self.show_progress_bar if show_progress is None else show_progress
+        limits = self.limits() if len(items) > 1 else self._known_limits()
+        self._check_lengths(items, limits)
+        batches = self._plan(items, limits if len(items) > 1 else None, show)
+        order = self._order(items, batches, limits)
         results: list[Vectors | None] = [None] * len(batches)
         workers = min(self.max_concurrency, len(batches))
-        with self._progress(len(items)) as bar:
+        with self._progress(len(items), show) as bar:
             if workers == 1:
-                for i, batch in enumerate(batches):
-                    results[i] = self._send_batch(items, batch, None)
-                    bar.update(len(batch))
+                for i in order:
+                    results[i] = self._send_batch(items, batches[i], None)
+                    bar.update(len(batches[i]))
             else:
                 abort = threading.Event()
                 pool = ThreadPoolExecutor(workers, thread_name_prefix="privatemode-embed")
                 try:
                     futures: dict[Future[Vectors], int] = {
-                        pool.submit(self._send_batch, items, batch, abort): i
-                        for i, batch in enumerate(batches)
+                        pool.submit(self._send_batch, items, batches[i], abort): i for i in order
                     }
                     for future in as_completed(futures):
                         i = futures[future]
@@ -644,15 +725,18 @@ class EmbeddingsClient:
                     pool.shutdown(wait=True, cancel_futures=True)
         return _merge(results)
 
-    async def aembed(self, texts: Sequence[str]) -> Vectors:
+    async def aembed(self, texts: Sequence[str], *, show_progress: bool | None = None) -> Vectors:
         """Embed `texts` without blocking the event loop; same result as `embed`."""
         items = check_texts(texts)
         if not items:
             return self._empty()
-        limits = await self.alimits() if len(items) > 1 else None
-        batches = self._plan(items, limits)
+        show = self.show_progress_bar if show_progress is None else show_progress
+        limits = await self.alimits() if len(items) > 1 else self._known_limits()
+        self._check_lengths(items, limits)
+        batches = self._plan(items, limits if len(items) > 1 else None, show)
+        order = self._order(items, batches, limits)
         state = self._loop_state()
-        with self._progress(len(items)) as bar:
+        with self._progress(len(items), show) as bar:
 
             async def run(batch: range) -> Vectors:
                 vectors = await self._asend_batch(state, items, batch)
@@ -661,15 +745,15 @@ class EmbeddingsClient:
 
             if len(batches) == 1:
                 return await run(batches[0])
-            tasks = [asyncio.ensure_future(run(batch)) for batch in batches]
+            tasks = {i: asyncio.ensure_future(run(batches[i])) for i in order}
             try:
-                results = await asyncio.gather(*tasks)
+                await asyncio.gather(*tasks.values())
             except BaseException:
-                for task in tasks:
+                for task in tasks.values():
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*tasks.values(), return_exceptions=True)
                 raise
-        return _merge(list(results))
+        return _merge([tasks[i].result() for i in range(len(batches))])
 
 
 def _merge(results: Sequence[Vectors | None]) -> Vectors:

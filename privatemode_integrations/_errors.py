@@ -6,6 +6,7 @@ repr or attribute holds the API key, request headers or input texts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -84,7 +85,17 @@ class BadRequestError(APIStatusError):
 
 
 class InputTooLongError(BadRequestError):
-    """400 naming one input that exceeds the model's token limit; `input_index` says which."""
+    """Inputs exceed the model's token limit; `input_index` names the first, `input_indices` all.
+
+    The client checks a whole call before sending anything; then `attempts` is 0 and
+    `status_code` is the 400 the server would have answered. Otherwise the server found one.
+    """
+
+    def __init__(self, message: str, *, input_indices: Sequence[int] = (), **fields: Any) -> None:
+        super().__init__(message, **fields)
+        if not input_indices and self.input_index is not None:
+            input_indices = (self.input_index,)
+        self.input_indices = tuple(input_indices)
 
 
 class AuthenticationError(APIStatusError):

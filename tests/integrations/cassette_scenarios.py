@@ -16,7 +16,9 @@ import vcr
 from corpus import DOCUMENTS, QUERIES
 
 from privatemode_integrations import (
+    EmbeddingsClient,
     InputTooLongError,
+    ModelLimits,
     PrivatemodeEmbedding,
     PrivatemodeEmbeddings,
 )
@@ -86,11 +88,21 @@ def llamaindex_batch_and_query(base_url: str) -> dict[str, Any]:
 
 
 def over_long_input(base_url: str) -> dict[str, Any]:
-    embed = PrivatemodeEmbeddings(base_url=base_url, model=LOCAL_MODEL, max_retries=0)
+    # The client refuses what it can count before sending (test_integrations_long_inputs.py);
+    # told a larger per-input limit than the server's, it sends, and the server's 400 is parsed.
+    limits = ModelLimits(
+        max_inputs_per_request=2048,
+        max_tokens_per_request=300_000,
+        max_tokens_per_input=100_000,
+        source="server",
+    )
+    client = EmbeddingsClient(base_url=base_url, model=LOCAL_MODEL, max_retries=0, limits=limits)
     try:
-        embed.embed_documents(["a short text", "confidential " * 400])
+        client.embed(["a short text", "confidential " * 400])
     except InputTooLongError as exc:
         return {"error": exc}
+    finally:
+        client.close()
     raise AssertionError("the over-long input was accepted")
 
 
