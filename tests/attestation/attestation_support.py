@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from privatemode_proxy.attestation import AttestationResponse, SnpAttestation, SnpReport
-from privatemode_proxy.attestation._evidence import encode_report_signature
+from privatemode_proxy.attestation._snp import (
+    encode_report_signature,
+)
 
 #: Oak's (and expected.json's) fixed time for the Oak vectors and the synthetic case.
 T_2025 = datetime(2025, 10, 1, 8, 0, 0, tzinfo=UTC)

@@ -37,14 +37,22 @@ from privatemode_proxy.attestation import (
     transition_digest,
     verify_attestation,
 )
-from privatemode_proxy.attestation._evidence import (
+from privatemode_proxy.attestation._amd import (
     AMD_PSS_PADDING,
+)
+from privatemode_proxy.attestation._contrast import (
+    id_key_digest,
+)
+from privatemode_proxy.attestation._manifest import (
+    MinimumTcb,
+    TdxReferenceValues,
+)
+from privatemode_proxy.attestation._snp import (
     CRL_EXTRA_KEY,
     GuestPolicy,
-    MinimumTcb,
     PlatformInfo,
-    TdxReferenceValues,
-    id_key_digest,
+)
+from privatemode_proxy.attestation._x509 import (
     pem_encode,
 )
 from privatemode_proxy.local._issuer import LocalIdentity, make_vcek_certificate

@@ -25,9 +25,7 @@ from privatemode_proxy.attestation import (
     SnpReport,
     TcbParts,
 )
-from privatemode_proxy.attestation._evidence import (
-    CRL_EXTRA_KEY,
-    GENOA_CPUID1EAX,
+from privatemode_proxy.attestation._amd import (
     OID_BL_SPL,
     OID_CSP_ID,
     OID_FMC_SPL,
@@ -41,28 +39,40 @@ from privatemode_proxy.attestation._evidence import (
     OID_STRUCT_VERSION,
     OID_TEE_SPL,
     OID_UCODE_SPL,
-    CertificateChain,
-    EvidenceError,
-    GuestPolicy,
-    PlatformInfo,
-    SevProduct,
-    SignerInfo,
+    kds_extensions,
+    kds_vcek_url,
+)
+from privatemode_proxy.attestation._contrast import (
     contrast_id_block,
-    cpuid_fms,
     decode_attest_request,
     decode_attest_response,
     encode_attest_request,
     id_key_bytes,
     id_key_digest,
-    kds_extensions,
-    kds_vcek_url,
-    load_certificate,
-    parse_trusted_root,
-    product_line_from_cpuid,
     recover_id_public_key,
     report_data,
     transition_digest,
     transition_digests,
+)
+from privatemode_proxy.attestation._errors import (
+    EvidenceError,
+)
+from privatemode_proxy.attestation._roots import (
+    parse_trusted_root,
+)
+from privatemode_proxy.attestation._snp import (
+    CRL_EXTRA_KEY,
+    GENOA_CPUID1EAX,
+    CertificateChain,
+    GuestPolicy,
+    PlatformInfo,
+    SevProduct,
+    SignerInfo,
+    cpuid_fms,
+    product_line_from_cpuid,
+)
+from privatemode_proxy.attestation._x509 import (
+    load_certificate,
 )
 
 
@@ -566,11 +576,13 @@ def test_turin_vcek_extensions_are_rejected(snp_dir: Path) -> None:
 
 
 def test_turin_vcek_is_signed_by_the_turin_ask(snp_dir: Path) -> None:
-    from privatemode_proxy.attestation._evidence import verify_amd_signature
+    from privatemode_proxy.attestation._amd import (
+        verify_amd_signature,
+    )
 
     root = parse_trusted_root((snp_dir / "amd-roots" / "ask_ark_turin.pem").read_bytes())
     assert root.product_line == "Turin"
-    der = (snp_dir / "snp" / "virtee" / "turin_vcek.der").read_bytes()
+    der = load_certificate((snp_dir / "snp" / "virtee" / "turin_vcek.der").read_bytes())
     verify_amd_signature(der, root.ask.public_key())
     milan = parse_trusted_root((snp_dir / "amd-roots" / "ask_ark_milan.pem").read_bytes())
     with pytest.raises(EvidenceError, match="does not verify"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from attestation_support import NONCE
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from privatemode_proxy.attestation import (
@@ -29,21 +29,27 @@ from privatemode_proxy.attestation import (
     verify_attestation,
     verify_snp_report,
 )
-from privatemode_proxy.attestation._evidence import (
+from privatemode_proxy.attestation._amd import (
+    amd_name_problems,
+    amd_signature_problem,
+    kds_extensions,
+    verify_amd_signature,
+)
+from privatemode_proxy.attestation._contrast import (
     CONTRAST_FAMILY_ID,
     CONTRAST_IMAGE_ID,
+    id_key_digest,
+)
+from privatemode_proxy.attestation._snp import (
     CRL_EXTRA_KEY,
     GENOA_CPUID1EAX,
     GuestPolicy,
     PlatformInfo,
     SevProduct,
-    amd_name_problems,
-    id_key_digest,
-    is_amd_pss_algorithm,
-    kds_extensions,
+)
+from privatemode_proxy.attestation._x509 import (
+    load_certificate,
     load_crl,
-    signed_parts,
-    verify_amd_signature,
 )
 from privatemode_proxy.local._issuer import (
     IDENTITY_DIRNAME,
@@ -70,8 +76,8 @@ def test_root_pem_is_an_amd_style_genoa_chain(identity: LocalIdentity) -> None:
         key = cert.public_key()
         assert isinstance(key, rsa.RSAPublicKey)
         assert key.key_size == 4096
-        der = cert.public_bytes(serialization.Encoding.DER)
-        assert is_amd_pss_algorithm(signed_parts(der).algorithm)  # PSS, SHA-384, salt 48
+        assert amd_signature_problem(cert) is None  # RSASSA-PSS, SHA-384
+        verify_amd_signature(cert, root.ark.public_key())  # with MGF1-SHA-384, salt 48
         points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
         assert len(points) == 1
         assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -92,7 +98,9 @@ def test_vcek_is_amd_like(identity: LocalIdentity) -> None:
     assert extensions.product_name == "Genoa"
     assert extensions.hwid == identity.chip_id
     assert extensions.tcb == LOCAL_TCB == identity.tcb
-    verify_amd_signature(identity.vcek_der, identity.trusted_root().ask.public_key())
+    verify_amd_signature(
+        load_certificate(identity.vcek_der), identity.trusted_root().ask.public_key()
+    )
 
 
 def test_manifest_matches_the_evidence(identity: LocalIdentity) -> None:
@@ -157,7 +165,7 @@ def test_report_fields(identity: LocalIdentity) -> None:
 def test_crl_is_signed_by_the_ark_and_renewed(identity: LocalIdentity) -> None:
     crl_der = identity.crl_der()
     crl = load_crl(crl_der)
-    verify_amd_signature(crl_der, identity.trusted_root().ark.public_key())
+    verify_amd_signature(crl, identity.trusted_root().ark.public_key())
     assert crl.issuer == identity.trusted_root().ark.subject
     assert len(crl) == 0
     next_update = crl.next_update_utc

@@ -23,13 +23,21 @@ from privatemode_proxy.attestation import (
     load_trusted_root,
     verify_attestation,
 )
-from privatemode_proxy.attestation._evidence import (
-    CertificateChain,
-    EvidenceError,
-    SnpReport,
+from privatemode_proxy.attestation._amd import (
     kds_extensions,
-    load_certificate,
+)
+from privatemode_proxy.attestation._errors import (
+    EvidenceError,
+)
+from privatemode_proxy.attestation._roots import (
     parse_trusted_root,
+)
+from privatemode_proxy.attestation._snp import (
+    CertificateChain,
+    SnpReport,
+)
+from privatemode_proxy.attestation._x509 import (
+    load_certificate,
 )
 from privatemode_proxy.local._issuer import LocalIdentity
 

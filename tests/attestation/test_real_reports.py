@@ -14,7 +14,9 @@ from privatemode_proxy.attestation import (
     amd_roots,
     verify_snp_report,
 )
-from privatemode_proxy.attestation._evidence import parse_trusted_root
+from privatemode_proxy.attestation._roots import (
+    parse_trusted_root,
+)
 
 
 def _at(entry: dict[str, Any]) -> datetime:

@@ -19,6 +19,7 @@ import pytest
 from attestation_support import NONCE, rebuild_response
 from privatemode_proxy.attestation import (
     AttestationError,
+    CertificateFetchError,
     CertificateSource,
     CertificateUnavailableError,
     KdsCertificateCache,
@@ -27,7 +28,9 @@ from privatemode_proxy.attestation import (
     StaticCertificateSource,
     verify_attestation,
 )
-from privatemode_proxy.attestation._evidence import load_crl
+from privatemode_proxy.attestation._x509 import (
+    load_crl,
+)
 from privatemode_proxy.local._issuer import LocalIdentity
 
 
@@ -82,7 +85,6 @@ def test_kds_cache_rejects_bad_answers_and_caches_nothing(
         {
             _vcek_path(identity): (200, b"<html>rate limited</html>"),
             "/vcek/v1/Genoa/crl": (200, b"garbage"),
-            "/vcek/v1/Genoa/cert_chain": (200, b"-----BEGIN CERTIFICATE-----\nAA==\n"),
         }
     )
     cache = KdsCertificateCache(tmp_path, client=fake.client())
@@ -90,21 +92,20 @@ def test_kds_cache_rejects_bad_answers_and_caches_nothing(
         cache.vcek("Genoa", identity.chip_id, identity.tcb)
     with pytest.raises(CertificateUnavailableError, match="bad CRL"):
         cache.crl("Genoa")
-    with pytest.raises(CertificateUnavailableError, match="bad cert chain"):
-        cache.cert_chain("Genoa")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_kds_cache_retries_only_transient_errors(tmp_path: Path, identity: LocalIdentity) -> None:
     fake = FakeKds({"/vcek/v1/Genoa/crl": (429, b"slow down")})
     cache = KdsCertificateCache(tmp_path, client=fake.client(), attempts=3, retry_delay=0)
-    with pytest.raises(CertificateUnavailableError, match="HTTP 429"):
+    with pytest.raises(CertificateFetchError, match="HTTP 429"):
         cache.crl("Genoa")
     assert len(fake.requests) == 3
     fake = FakeKds({})
     cache = KdsCertificateCache(tmp_path, client=fake.client(), attempts=3, retry_delay=0)
-    with pytest.raises(CertificateUnavailableError, match="HTTP 404"):
+    with pytest.raises(CertificateUnavailableError, match="HTTP 404") as info:
         cache.crl("Genoa")
+    assert not isinstance(info.value, CertificateFetchError)  # a 404 is final
     assert len(fake.requests) == 1
     with pytest.raises(CertificateUnavailableError, match="invalid product line"):
         cache.crl("../Genoa")
@@ -125,14 +126,6 @@ def test_kds_cache_refreshes_an_expired_crl(tmp_path: Path, identity: LocalIdent
     now[0] = next_update + timedelta(seconds=1)
     assert cache.crl("Genoa") == crl
     assert len(fake.requests) == 2
-
-
-def test_kds_cache_serves_the_cert_chain(tmp_path: Path, snp_dir: Path) -> None:
-    body = (snp_dir / "amd-roots" / "ask_ark_genoa.pem").read_bytes()
-    fake = FakeKds({"/vcek/v1/Genoa/cert_chain": (200, body)})
-    cache = KdsCertificateCache(tmp_path, client=fake.client())
-    assert cache.cert_chain("Genoa") == body
-    assert (tmp_path / "kds" / "cert_chain" / "Genoa.pem").read_bytes() == body
 
 
 def test_verifier_fills_in_the_vcek_and_crl_from_the_kds_cache(
@@ -169,8 +162,6 @@ def test_static_certificate_source_matches_chip_and_tcb(identity: LocalIdentity)
         source.vcek("Genoa", bytes(64), identity.tcb)
     with pytest.raises(CertificateUnavailableError):
         source.vcek("Milan", identity.chip_id, identity.tcb)
-    with pytest.raises(CertificateUnavailableError):
-        source.cert_chain("Genoa")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,35 +181,33 @@ class FakeCdn:
         return httpx.Response(self.status, content=self.body)
 
 
-async def test_pinned_manifest(tmp_path: Path) -> None:
-    path = tmp_path / "manifest.json"
-    path.write_bytes(b'{"pinned": true}')
-    source = ManifestSource.pinned(path)
-    assert await source.get() == b'{"pinned": true}'
-    async with httpx.AsyncClient() as client:
-        assert await source.provider()(client) == b'{"pinned": true}'
-    assert source.get_sync() == b'{"pinned": true}'
-    missing = ManifestSource.pinned(tmp_path / "nope.json")
-    with pytest.raises(AttestationError) as info:
-        await missing.get()
-    assert info.value.checks == {"EXPECTED_MANIFEST"}
+def _cdn_source(tmp_path: Path, now: list[datetime]) -> ManifestSource:
+    return ManifestSource("https://cdn.example/privatemode/v2/", tmp_path, clock=lambda: now[0])
 
 
-async def test_cdn_manifest_is_logged_and_changes_are_reported(
+async def test_cdn_manifest_official_log_layout_and_cache_busting(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    now = [datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)]
     cdn = FakeCdn(b'{"v": 1}')
-    source = ManifestSource.from_cdn("https://cdn.example/privatemode/v2/", tmp_path)
+    source = _cdn_source(tmp_path, now)
     async with httpx.AsyncClient(transport=httpx.MockTransport(cdn.handler)) as client:
         assert await source.get(client) == b'{"v": 1}'
+        now[0] += timedelta(minutes=5)
         assert await source.get(client) == b'{"v": 1}'
-        assert cdn.requests == ["https://cdn.example/privatemode/v2/manifest.json"] * 2
-        entries = source.log_entries()
-        assert len(entries) == 1  # the same manifest is logged once
+        ms = int(datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC).timestamp() * 1000)
+        assert cdn.requests == [
+            f"https://cdn.example/privatemode/v2/manifest.json?t={ms}",
+            f"https://cdn.example/privatemode/v2/manifest.json?t={ms + 300_000}",
+        ]
+        directory = tmp_path / "manifests"
+        # One line per fetch; one file per distinct manifest.
+        assert (directory / "log.txt").read_text().splitlines() == [
+            f"2026-01-02T03:04:05Z {directory / '1.json'}",
+            f"2026-01-02T03:09:05Z {directory / '1.json'}",
+        ]
+        assert (directory / "1.json").read_bytes() == b'{"v": 1}'
         first = hashlib.sha256(b'{"v": 1}').hexdigest()
-        assert entries[0].sha256 == first
-        assert entries[0].previous_sha256 is None
-        assert (tmp_path / "manifests" / entries[0].file).read_bytes() == b'{"v": 1}'
 
         cdn.body = b'{"v": 2}'
         with caplog.at_level(logging.WARNING):
@@ -226,11 +215,65 @@ async def test_cdn_manifest_is_logged_and_changes_are_reported(
         second = hashlib.sha256(b'{"v": 2}').hexdigest()
         assert any("CHANGED" in r.message and first in r.message for r in caplog.records)
         assert any(second in r.message for r in caplog.records)
+        assert (directory / "2.json").read_bytes() == b'{"v": 2}'
         entries = source.log_entries()
-        assert [e.sha256 for e in entries] == [first, second]
-        assert entries[1].previous_sha256 == first
-        lines = (tmp_path / "manifests" / "log.jsonl").read_text().splitlines()
-        assert [json.loads(line)["sha256"] for line in lines] == [first, second]
+        assert [e.sha256 for e in entries] == [first, first, second]
+        assert [e.path.name for e in entries] == ["1.json", "1.json", "2.json"]
+
+
+async def test_an_official_proxy_log_is_extended_not_rewritten(tmp_path: Path) -> None:
+    directory = tmp_path / "manifests"
+    directory.mkdir()
+    (directory / "1.json").write_bytes(b'{"theirs": 1}')
+    (directory / "2.json").write_bytes(b'{"theirs": 2}')
+    theirs = (
+        f"2025-11-30T10:00:00+01:00 {directory / '1.json'}\n"
+        "2025-12-01T10:00:00+01:00 2.json\n"  # a relative path is read against the directory
+    )
+    (directory / "log.txt").write_text(theirs)
+    now = [datetime(2026, 1, 2, tzinfo=UTC)]
+    source = _cdn_source(tmp_path, now)
+    cdn = FakeCdn(b'{"theirs": 2}')
+    async with httpx.AsyncClient(transport=httpx.MockTransport(cdn.handler)) as client:
+        await source.get(client)
+        cdn.body = b'{"ours": 3}'
+        await source.get(client)
+    text = (directory / "log.txt").read_text()
+    assert text.startswith(theirs)
+    assert text[len(theirs) :].splitlines() == [
+        f"2026-01-02T00:00:00Z {directory / '2.json'}",  # unchanged: the same file
+        f"2026-01-02T00:00:00Z {directory / '3.json'}",
+    ]
+    assert [e.sha256 for e in source.log_entries()] == [
+        hashlib.sha256(b).hexdigest()
+        for b in (b'{"theirs": 1}', b'{"theirs": 2}', b'{"theirs": 2}', b'{"ours": 3}')
+    ]
+
+
+async def test_our_earlier_jsonl_log_is_carried_over(tmp_path: Path) -> None:
+    directory = tmp_path / "manifests"
+    directory.mkdir()
+    old = []
+    for stamp, body in (("20251101T000000Z", b'{"a": 1}'), ("20251201T000000Z", b'{"a": 2}')):
+        digest = hashlib.sha256(body).hexdigest()
+        file = f"{stamp}_{digest[:16]}.json"
+        (directory / file).write_bytes(body)
+        old.append({"time": stamp, "sha256": digest, "url": "u", "file": file})
+    (directory / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in old))
+    source = _cdn_source(tmp_path, [datetime(2026, 1, 2, tzinfo=UTC)])
+    cdn = FakeCdn(b'{"a": 2}')
+    async with httpx.AsyncClient(transport=httpx.MockTransport(cdn.handler)) as client:
+        await source.get(client)
+    entries = source.log_entries()
+    assert [e.time for e in entries] == [
+        "20251101T000000Z",
+        "20251201T000000Z",
+        "2026-01-02T00:00:00Z",
+    ]
+    assert [e.path.name for e in entries] == ["1.json", "2.json", "2.json"]
+    assert (directory / "1.json").read_bytes() == b'{"a": 1}'
+    assert not (directory / "log.jsonl").exists()
+    assert (directory / "log.jsonl.migrated").exists()  # kept, not deleted
 
 
 async def test_cdn_failures_fail_closed_and_log_nothing(tmp_path: Path) -> None:
@@ -246,13 +289,15 @@ async def test_cdn_failures_fail_closed_and_log_nothing(tmp_path: Path) -> None:
     def unreachable(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("no route", request=request)
 
-    with httpx.Client(transport=httpx.MockTransport(unreachable)) as sync_client:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(unreachable)) as client:
         with pytest.raises(AttestationError, match="cannot fetch"):
-            source.get_sync(sync_client)
+            await source.provider()(client)
+    assert not (tmp_path / "manifests" / "log.txt").exists()
 
 
-def test_manifest_source_needs_one_origin(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="exactly one"):
-        ManifestSource()
-    with pytest.raises(ValueError, match="workspace"):
-        ManifestSource(cdn_url="https://cdn.example")
+async def test_a_manifest_that_cannot_be_logged_is_not_handed_out(tmp_path: Path) -> None:
+    (tmp_path / "manifests").write_text("a file where the directory should be")
+    source = _cdn_source(tmp_path, [datetime(2026, 1, 2, tzinfo=UTC)])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(FakeCdn(b"{}").handler)) as c:
+        with pytest.raises(AttestationError, match="cannot log the manifest"):
+            await source.get(c)

@@ -24,8 +24,10 @@ from privatemode_proxy.attestation import (
     report_data,
     transition_digest,
 )
-from privatemode_proxy.attestation._evidence import (
+from privatemode_proxy.attestation._amd import (
     AMD_PSS_PADDING,
+)
+from privatemode_proxy.attestation._snp import (
     SIGNED_REPORT_SIZE,
     CertificateChain,
     encode_report_signature,

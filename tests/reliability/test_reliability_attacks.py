@@ -24,7 +24,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from privatemode_proxy.attestation._evidence import AMD_PSS_PADDING, CRL_EXTRA_KEY, amd_name
+from privatemode_proxy.attestation._amd import (
+    AMD_PSS_PADDING,
+    amd_name,
+)
+from privatemode_proxy.attestation._snp import (
+    CRL_EXTRA_KEY,
+)
 from privatemode_proxy.local import LocalBackend
 from privatemode_proxy.protocol import serve_secret_exchange
 from privatemode_proxy.protocol._secretexchange import sign_exchange

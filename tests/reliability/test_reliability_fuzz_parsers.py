@@ -32,10 +32,14 @@ from privatemode_proxy.attestation import (
     load_trusted_root,
     verify_attestation,
 )
-from privatemode_proxy.attestation._evidence import (
+from privatemode_proxy.attestation._errors import (
     EvidenceError,
-    load_certificate,
+)
+from privatemode_proxy.attestation._roots import (
     parse_trusted_root,
+)
+from privatemode_proxy.attestation._x509 import (
+    load_certificate,
     pem_encode,
 )
 from privatemode_proxy.local import LocalBackend

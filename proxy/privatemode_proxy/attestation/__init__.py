@@ -1,20 +1,16 @@
-"""Attestation: verify a Contrast Coordinator's AMD SEV-SNP evidence, as Privatemode's proxy does.
+"""Attestation: verify a Contrast Coordinator's TEE evidence, as Privatemode's proxy does.
 
 `verify_attestation` checks the evidence against the latest manifest's reference values and the
-trusted AMD roots, then requires exactly the expected manifest and returns the attested mesh CA.
-`_evidence` holds the format code the local backend's issuer shares.
+trusted roots, then requires exactly the expected manifest and returns the attested mesh CA.
+Modules, one job each (docs/internals.md has the map): `_protobuf`, `_gojson`, `_x509` (formats);
+`_snp`, `_amd` (SEV-SNP evidence and AMD's certificate rules); `_contrast` (response, report data,
+ID key); `_manifest` (the manifest model); `_roots`, `_kds` (trust roots, AMD KDS);
+`_manifest_source` (the expected manifest from the CDN, logged); `_validator` (the per-TEE seam),
+`_snp_validator`, `_verifier` (the checks). The local backend's issuer shares the format modules.
 """
 
-from ._errors import AttestationError, CheckFailure
-from ._evidence import (
+from ._contrast import (
     AttestationResponse,
-    EvidenceError,
-    Manifest,
-    ManifestError,
-    SnpAttestation,
-    SnpReport,
-    TcbParts,
-    TrustedRoot,
     decode_attest_request,
     decode_attest_response,
     encode_attest_request,
@@ -22,24 +18,38 @@ from ._evidence import (
     report_data,
     transition_digest,
 )
+from ._errors import (
+    AttestationError,
+    CheckFailure,
+    CollateralUnavailableError,
+    EvidenceError,
+    ManifestError,
+)
 from ._kds import (
+    CertificateFetchError,
     CertificateSource,
     CertificateUnavailableError,
     KdsCertificateCache,
     StaticCertificateSource,
 )
-from ._manifest import DEFAULT_CDN_URL, ManifestLogEntry, ManifestSource
-from ._roots import amd_roots, load_trusted_root
-from ._verifier import AttestationResult, SnpVerification, verify_attestation, verify_snp_report
+from ._manifest import Manifest
+from ._manifest_source import DEFAULT_CDN_URL, ManifestLogEntry, ManifestSource
+from ._roots import TrustedRoot, amd_roots, load_trusted_root
+from ._snp import SnpAttestation, SnpReport, TcbParts
+from ._snp_validator import SnpVerification, verify_snp_report
+from ._validator import TeeValidator, TeeVerification
+from ._verifier import AttestationResult, verify_attestation
 
 __all__ = [
     "DEFAULT_CDN_URL",
     "AttestationError",
     "AttestationResponse",
     "AttestationResult",
+    "CertificateFetchError",
     "CertificateSource",
     "CertificateUnavailableError",
     "CheckFailure",
+    "CollateralUnavailableError",
     "EvidenceError",
     "KdsCertificateCache",
     "Manifest",
@@ -51,6 +61,8 @@ __all__ = [
     "SnpVerification",
     "StaticCertificateSource",
     "TcbParts",
+    "TeeValidator",
+    "TeeVerification",
     "TrustedRoot",
     "amd_roots",
     "decode_attest_request",

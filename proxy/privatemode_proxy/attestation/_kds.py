@@ -1,8 +1,8 @@
-"""Where the verifier gets certificates the evidence did not carry: VCEKs, cert chains, CRLs.
+"""Where the verifier gets AMD certificates the evidence did not carry: VCEKs and CRLs.
 
 The verifier does no I/O itself; it asks a `CertificateSource`. `KdsCertificateCache` fetches
 from AMD's Key Distribution Service and keeps what it fetched on disk (KDS is rate-limited; VCEKs
-and cert chains never change, CRLs are re-fetched once their nextUpdate has passed).
+never change, CRLs are re-fetched once their nextUpdate has passed).
 `StaticCertificateSource` serves certificates given to it (offline use and tests).
 Nothing a source returns is trusted: the verifier checks it against the trusted roots.
 """
@@ -21,17 +21,13 @@ from typing import Protocol, runtime_checkable
 
 import httpx
 
-from ._evidence import (
-    KDS_BASE_URL,
-    EvidenceError,
-    TcbParts,
-    kds_extensions,
-    load_certificate,
-    load_crl,
-    pem_blocks,
-)
+from ._amd import KDS_BASE_URL, kds_crl_url, kds_extensions, kds_vcek_url
+from ._errors import EvidenceError
+from ._snp import TcbParts
+from ._x509 import load_certificate, load_crl
 
 __all__ = [
+    "CertificateFetchError",
     "CertificateSource",
     "CertificateUnavailableError",
     "KdsCertificateCache",
@@ -42,7 +38,14 @@ logger = logging.getLogger(__name__)
 
 
 class CertificateUnavailableError(Exception):
-    """A certificate or CRL could not be obtained."""
+    """A certificate or CRL could not be obtained (final: the source does not have it, or
+    answered something that is not one)."""
+
+
+class CertificateFetchError(CertificateUnavailableError):
+    """Fetching a certificate or CRL failed in a way that may pass later: a connection error,
+    a timeout, HTTP 429 or 5xx. The verifier reports it as a transient failure
+    (`CollateralUnavailableError`)."""
 
 
 @runtime_checkable
@@ -52,10 +55,6 @@ class CertificateSource(Protocol):
 
     def vcek(self, product_line: str, chip_id: bytes, reported_tcb: TcbParts) -> bytes:
         """The DER VCEK of a chip at a TCB."""
-        ...
-
-    def cert_chain(self, product_line: str) -> bytes:
-        """The PEM cert_chain body (ASK, then ARK) of a product line."""
         ...
 
     def crl(self, product_line: str) -> bytes:
@@ -70,11 +69,9 @@ class StaticCertificateSource:
         self,
         *,
         vceks: Iterable[bytes] = (),
-        cert_chains: Mapping[str, bytes] | None = None,
         crls: Mapping[str, bytes] | None = None,
     ) -> None:
         self._vceks = list(vceks)
-        self._chains = dict(cert_chains or {})
         self._crls = dict(crls or {})
 
     def vcek(self, product_line: str, chip_id: bytes, reported_tcb: TcbParts) -> bytes:
@@ -88,12 +85,6 @@ class StaticCertificateSource:
         raise CertificateUnavailableError(
             f"no VCEK for {product_line} chip {chip_id.hex()[:16]}... at TCB {reported_tcb}"
         )
-
-    def cert_chain(self, product_line: str) -> bytes:
-        try:
-            return self._chains[product_line]
-        except KeyError:
-            raise CertificateUnavailableError(f"no cert chain for {product_line}") from None
 
     def crl(self, product_line: str) -> bytes:
         try:
@@ -166,10 +157,7 @@ class KdsCertificateCache:
             / line
             / f"{chip_id.hex()}_bl{t.bl}_tee{t.tee}_snp{t.snp}_ucode{t.ucode}.der"
         )
-        url = (
-            f"{self._base_url}/vcek/v1/{line}/{chip_id.hex()}"
-            f"?blSPL={t.bl}&teeSPL={t.tee}&snpSPL={t.snp}&ucodeSPL={t.ucode}"
-        )
+        url = kds_vcek_url(line, chip_id, t, base_url=self._base_url)
         cached = self._read(path)
         if cached is not None:
             return cached
@@ -178,25 +166,6 @@ class KdsCertificateCache:
             load_certificate(data)
         except EvidenceError as exc:
             raise CertificateUnavailableError(f"KDS answered a bad VCEK for {url}: {exc}") from None
-        _write_atomically(path, data)
-        return data
-
-    def cert_chain(self, product_line: str) -> bytes:
-        line = _check_product_line(product_line)
-        path = self.directory / "cert_chain" / f"{line}.pem"
-        cached = self._read(path)
-        if cached is not None:
-            return cached
-        url = f"{self._base_url}/vcek/v1/{line}/cert_chain"
-        data = self._fetch(url, "cert chain")
-        try:
-            blocks = pem_blocks(data)
-            if len(blocks) != 2:
-                raise EvidenceError(f"{len(blocks)} PEM blocks, expected 2")
-            for _, der in blocks:
-                load_certificate(der)
-        except EvidenceError as exc:
-            raise CertificateUnavailableError(f"KDS answered a bad cert chain: {exc}") from None
         _write_atomically(path, data)
         return data
 
@@ -211,7 +180,7 @@ class KdsCertificateCache:
                 next_update = None
             if next_update is not None and self._clock() < next_update:
                 return cached
-        url = f"{self._base_url}/vcek/v1/{line}/crl"
+        url = kds_crl_url(line, base_url=self._base_url)
         data = self._fetch(url, "CRL")
         try:
             load_crl(data)
@@ -233,6 +202,7 @@ class KdsCertificateCache:
         client = self._client or httpx.Client(timeout=self._timeout)
         try:
             last_problem = ""
+            transient = True
             for attempt in range(self._attempts):
                 if attempt:
                     time.sleep(self._retry_delay * attempt)
@@ -246,8 +216,10 @@ class KdsCertificateCache:
                     return response.content
                 last_problem = f"HTTP {response.status_code}"
                 if response.status_code not in (429, 500, 502, 503, 504):
+                    transient = False
                     break
-            raise CertificateUnavailableError(f"could not fetch {what} from {url}: {last_problem}")
+            error = CertificateFetchError if transient else CertificateUnavailableError
+            raise error(f"could not fetch {what} from {url}: {last_problem}")
         finally:
             if self._client is None:
                 client.close()

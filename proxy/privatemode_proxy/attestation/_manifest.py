@@ -1,218 +1,380 @@
-"""The expected manifest: a file the user pinned, or Privatemode's CDN with a local log.
+"""Contrast's manifest (v1.20 layout): policies and the SNP/TDX reference values.
 
-The verifier requires the attested deployment to run exactly the expected manifest (byte
-equality). When the manifest comes from the CDN, every manifest this source hands out is first
-written to ``<workspace>/manifests/`` and recorded in ``log.jsonl`` there, so the user can audit
-what was trusted and when; a manifest that differs from the last one logged is reported with a
-warning naming both hashes - never accepted silently.
+Decoded as Go decodes it (`_gojson`), checked as Contrast's `Manifest.Validate()` checks it.
+Keep a manifest's raw bytes for hashing; never re-serialize one to compare it.
+shared/docs/attestation.md §1.4.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ._errors import AttestationError
+from ._errors import EvidenceError, ManifestError
+from ._gojson import (
+    go_bool,
+    go_dumps,
+    go_int,
+    go_list,
+    go_loads,
+    go_object,
+    go_string,
+    go_uint,
+)
+from ._snp import GENOA, MILAN, GuestPolicy, PlatformInfo, TcbParts
+from ._x509 import pem_encode
 
-__all__ = ["DEFAULT_CDN_URL", "ManifestLogEntry", "ManifestSource"]
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_CDN_URL = "https://cdn.confidential.cloud/privatemode/v2"
-_MAX_MANIFEST_BYTES = 4 << 20
+COORDINATOR_ROLE = "coordinator"
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 @dataclass(frozen=True)
-class ManifestLogEntry:
-    time: str
-    sha256: str
-    url: str
-    file: str
-    previous_sha256: str | None
+class PolicyEntry:
+    sans: tuple[str, ...] = ()
+    workload_secret_id: str = ""
+    role: str = ""
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {
+            "SANs": list(self.sans),
+            "WorkloadSecretID": self.workload_secret_id,
+            "Role": self.role,
+        }
 
 
-class ManifestSource:
-    """Where the expected manifest comes from; use `pinned()` or `from_cdn()`."""
+@dataclass(frozen=True)
+class MinimumTcb:
+    """`SNPTCB`: each part is required (``None`` = missing, which `validate()` rejects)."""
 
-    def __init__(
-        self,
-        *,
-        path: Path | None = None,
-        cdn_url: str | None = None,
-        workspace: Path | None = None,
-        timeout: float = 30.0,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        if (path is None) == (cdn_url is None):
-            raise ValueError("give exactly one of a pinned manifest path or a CDN URL")
-        if cdn_url is not None and workspace is None:
-            raise ValueError("a CDN manifest source needs a workspace for its log")
-        self.path = path
-        self.cdn_url = cdn_url.rstrip("/") if cdn_url is not None else None
-        self.workspace = workspace
-        self._timeout = timeout
-        self._clock = clock or (lambda: datetime.now(UTC))
+    bootloader_version: int | None = None
+    tee_version: int | None = None
+    snp_version: int | None = None
+    microcode_version: int | None = None
 
-    @classmethod
-    def pinned(cls, path: Path | str) -> ManifestSource:
-        """The manifest in a file (``--manifestPath``), read each time it is asked for."""
-        return cls(path=Path(path).expanduser())
+    _JSON = (
+        ("bootloader_version", "BootloaderVersion"),
+        ("tee_version", "TEEVersion"),
+        ("snp_version", "SNPVersion"),
+        ("microcode_version", "MicrocodeVersion"),
+    )
 
-    @classmethod
-    def from_cdn(
-        cls, cdn_url: str | None, workspace: Path | str, *, timeout: float = 30.0
-    ) -> ManifestSource:
-        """``{cdn_url}/manifest.json`` (default Privatemode's CDN), logged under the workspace."""
-        return cls(
-            cdn_url=cdn_url or DEFAULT_CDN_URL,
-            workspace=Path(workspace).expanduser(),
-            timeout=timeout,
+    def parts(self) -> TcbParts:
+        return TcbParts(
+            bl=self.bootloader_version or 0,
+            tee=self.tee_version or 0,
+            snp=self.snp_version or 0,
+            ucode=self.microcode_version or 0,
         )
 
-    def __repr__(self) -> str:
-        where = f"path={str(self.path)!r}" if self.path else f"cdn_url={self.cdn_url!r}"
-        return f"ManifestSource({where})"
+    def to_json_obj(self) -> dict[str, Any]:
+        return {json_name: getattr(self, name) for name, json_name in self._JSON}
 
-    @property
-    def manifest_url(self) -> str | None:
-        return f"{self.cdn_url}/manifest.json" if self.cdn_url else None
 
-    @property
-    def log_directory(self) -> Path | None:
-        return self.workspace / "manifests" if self.workspace is not None else None
+@dataclass(frozen=True)
+class SnpReferenceValues:
+    product_name: str = ""
+    trusted_measurement: str = ""
+    minimum_tcb: MinimumTcb = field(default_factory=MinimumTcb)
+    guest_policy: GuestPolicy = field(default_factory=GuestPolicy)
+    platform_info: PlatformInfo = field(default_factory=PlatformInfo)
+    minimum_mitigation_vector: int = 0
+    allowed_chip_ids: tuple[str, ...] = ()
+    platform: str = ""
+    cpus: int = 0
 
-    # -- getting the manifest ---------------------------------------------------------------
+    def to_json_obj(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.platform:
+            out["Platform"] = self.platform
+        out.update(
+            {
+                "ProductName": self.product_name,
+                "TrustedMeasurement": self.trusted_measurement,
+                "MinimumTCB": self.minimum_tcb.to_json_obj(),
+                "GuestPolicy": self.guest_policy.to_json_obj(),
+                "PlatformInfo": self.platform_info.to_json_obj(),
+                "MinimumMitigationVector": self.minimum_mitigation_vector,
+                "AllowedChipIDs": list(self.allowed_chip_ids),
+            }
+        )
+        if self.cpus:
+            out["CPUs"] = self.cpus
+        return out
 
-    async def get(self, client: httpx.AsyncClient | None = None) -> bytes:
-        """The expected manifest bytes; raises `AttestationError` (check EXPECTED_MANIFEST)."""
-        if self.path is not None:
-            return self._read_pinned(self.path)
-        url = self.manifest_url
-        assert url is not None
-        own_client = client is None
-        http = client or httpx.AsyncClient(timeout=self._timeout)
+
+@dataclass(frozen=True)
+class TdxReferenceValues:
+    platform: str = ""
+    min_tcb_evaluation_data_number: int = 0
+    mr_td: str = ""
+    mr_seam: str = ""
+    rtmrs: tuple[str, str, str, str] = ("", "", "", "")
+    xfam: str = ""
+    allowed_piids: tuple[str, ...] = ()
+    memory_integrity: bool = False
+    smt_disabled: bool = False
+    static_platform: bool = False
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {
+            "Platform": self.platform,
+            "MinTCBEvaluationDataNumber": self.min_tcb_evaluation_data_number,
+            "MrTd": self.mr_td,
+            "MrSeam": self.mr_seam,
+            "Rtmrs": list(self.rtmrs),
+            "Xfam": self.xfam,
+            "AllowedPIIDs": list(self.allowed_piids),
+            "MemoryIntegrity": self.memory_integrity,
+            "SMTDisabled": self.smt_disabled,
+            "StaticPlatform": self.static_platform,
+        }
+
+
+def _svn(value: Any, what: str) -> int | None:
+    # Contrast's SVN decodes a JSON number (float64) and requires 0..255.
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 255:
+        raise EvidenceError(f"{what} must be a number in 0..255")
+    return int(value)
+
+
+def _guest_policy(value: Any, what: str) -> GuestPolicy:
+    obj = go_object(value, what)
+    flags = {
+        name: go_bool(obj.get(json_name), f"{what}.{json_name}")
+        for name, _, json_name in GuestPolicy._FLAGS
+    }
+    return GuestPolicy(
+        abi_minor=go_uint(obj.get("ABIMinor"), 8, f"{what}.ABIMinor"),
+        abi_major=go_uint(obj.get("ABIMajor"), 8, f"{what}.ABIMajor"),
+        **flags,
+    )
+
+
+def _platform_info(value: Any, what: str) -> PlatformInfo:
+    obj = go_object(value, what)
+    return PlatformInfo(
+        **{
+            name: go_bool(obj.get(json_name), f"{what}.{json_name}")
+            for name, _, json_name in PlatformInfo._FLAGS
+        }
+    )
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    return tuple(go_string(v, f"{what}[{i}]") for i, v in enumerate(go_list(value, what)))
+
+
+def _snp_reference_values(value: Any, what: str) -> SnpReferenceValues:
+    obj = go_object(value, what)
+    tcb = go_object(obj.get("MinimumTCB"), f"{what}.MinimumTCB")
+    minimum = MinimumTcb(
+        **{
+            name: _svn(tcb.get(json_name), f"{what}.MinimumTCB.{json_name}")
+            for name, json_name in MinimumTcb._JSON
+        }
+    )
+    return SnpReferenceValues(
+        product_name=go_string(obj.get("ProductName"), f"{what}.ProductName"),
+        trusted_measurement=go_string(obj.get("TrustedMeasurement"), f"{what}.TrustedMeasurement"),
+        minimum_tcb=minimum,
+        guest_policy=_guest_policy(obj.get("GuestPolicy"), f"{what}.GuestPolicy"),
+        platform_info=_platform_info(obj.get("PlatformInfo"), f"{what}.PlatformInfo"),
+        minimum_mitigation_vector=go_uint(
+            obj.get("MinimumMitigationVector"), 64, f"{what}.MinimumMitigationVector"
+        ),
+        allowed_chip_ids=_strings(obj.get("AllowedChipIDs"), f"{what}.AllowedChipIDs"),
+        platform=go_string(obj.get("Platform"), f"{what}.Platform"),
+        cpus=go_uint(obj.get("CPUs"), 64, f"{what}.CPUs"),
+    )
+
+
+def _tdx_reference_values(value: Any, what: str) -> TdxReferenceValues:
+    obj = go_object(value, what)
+    rtmrs = list(_strings(obj.get("Rtmrs"), f"{what}.Rtmrs")[:4])
+    rtmrs += [""] * (4 - len(rtmrs))  # Go decodes into a [4]HexString array
+    return TdxReferenceValues(
+        platform=go_string(obj.get("Platform"), f"{what}.Platform"),
+        min_tcb_evaluation_data_number=go_int(
+            obj.get("MinTCBEvaluationDataNumber"), f"{what}.MinTCBEvaluationDataNumber"
+        ),
+        mr_td=go_string(obj.get("MrTd"), f"{what}.MrTd"),
+        mr_seam=go_string(obj.get("MrSeam"), f"{what}.MrSeam"),
+        rtmrs=(rtmrs[0], rtmrs[1], rtmrs[2], rtmrs[3]),
+        xfam=go_string(obj.get("Xfam"), f"{what}.Xfam"),
+        allowed_piids=_strings(obj.get("AllowedPIIDs"), f"{what}.AllowedPIIDs"),
+        memory_integrity=go_bool(obj.get("MemoryIntegrity"), f"{what}.MemoryIntegrity"),
+        smt_disabled=go_bool(obj.get("SMTDisabled"), f"{what}.SMTDisabled"),
+        static_platform=go_bool(obj.get("StaticPlatform"), f"{what}.StaticPlatform"),
+    )
+
+
+def hex_bytes(text: str, size: int) -> bytes | None:
+    """Decode hex (either case, like Go's hex.DecodeString) of exactly `size` bytes, else None."""
+    if len(text) != 2 * size or not all(c in _HEX_DIGITS for c in text):
+        return None
+    return bytes.fromhex(text)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A Contrast manifest (v1.20 layout). Keep the raw bytes for hashing; never re-serialize."""
+
+    policies: Mapping[str, PolicyEntry] = field(default_factory=dict)
+    snp: tuple[SnpReferenceValues, ...] = ()
+    tdx: tuple[TdxReferenceValues, ...] = ()
+    workload_owner_pub_keys: tuple[str, ...] = ()
+    seedshare_owner_pub_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
         try:
-            response = await http.get(url, timeout=self._timeout)
-        except httpx.HTTPError as exc:
-            raise self._error(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from None
-        finally:
-            if own_client:
-                await http.aclose()
-        return self._accept_fetched(url, response)
+            obj = go_object(go_loads(data, "manifest"), "manifest")
+            policies: dict[str, PolicyEntry] = {}
+            policies_obj = go_object(obj.get("Policies"), "Policies")
+            for key, value in policies_obj.pairs:  # Go maps: exact keys, the last one wins
+                entry = go_object(value, f"Policies[{key}]")
+                policies[key] = PolicyEntry(
+                    sans=_strings(entry.get("SANs"), f"Policies[{key}].SANs"),
+                    workload_secret_id=go_string(
+                        entry.get("WorkloadSecretID"), f"Policies[{key}].WorkloadSecretID"
+                    ),
+                    role=go_string(entry.get("Role"), f"Policies[{key}].Role"),
+                )
+            refs = go_object(obj.get("ReferenceValues"), "ReferenceValues")
+            snp = tuple(
+                _snp_reference_values(v, f"snp[{i}]")
+                for i, v in enumerate(go_list(refs.get("snp"), "snp"))
+            )
+            tdx = tuple(
+                _tdx_reference_values(v, f"tdx[{i}]")
+                for i, v in enumerate(go_list(refs.get("tdx"), "tdx"))
+            )
+            return cls(
+                policies=policies,
+                snp=snp,
+                tdx=tdx,
+                workload_owner_pub_keys=_strings(
+                    obj.get("WorkloadOwnerPubKeys"), "WorkloadOwnerPubKeys"
+                ),
+                seedshare_owner_pub_keys=_strings(
+                    obj.get("SeedshareOwnerPubKeys"), "SeedshareOwnerPubKeys"
+                ),
+            )
+        except ManifestError:
+            raise
+        except EvidenceError as exc:
+            raise ManifestError(f"manifest: {exc}") from None
 
-    def get_sync(self, client: httpx.Client | None = None) -> bytes:
-        """Like `get`, for synchronous callers."""
-        if self.path is not None:
-            return self._read_pinned(self.path)
-        url = self.manifest_url
-        assert url is not None
-        http = client or httpx.Client(timeout=self._timeout)
-        try:
-            response = http.get(url, timeout=self._timeout)
-        except httpx.HTTPError as exc:
-            raise self._error(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from None
-        finally:
-            if client is None:
-                http.close()
-        return self._accept_fetched(url, response)
+    def to_json(self) -> bytes:
+        """Go-style JSON (compact, Go field names, sorted policy keys)."""
+        refs: dict[str, Any] = {"snp": [rv.to_json_obj() for rv in self.snp]}
+        if self.tdx:
+            refs["tdx"] = [rv.to_json_obj() for rv in self.tdx]
+        return go_dumps(
+            {
+                "Policies": {k: self.policies[k].to_json_obj() for k in sorted(self.policies)},
+                "ReferenceValues": refs,
+                "WorkloadOwnerPubKeys": list(self.workload_owner_pub_keys) or None,
+                "SeedshareOwnerPubKeys": list(self.seedshare_owner_pub_keys) or None,
+            }
+        )
 
-    def provider(self) -> Callable[[httpx.AsyncClient], Awaitable[bytes]]:
-        """An async function (client) -> manifest bytes, for the upstream session."""
+    def coordinator_policy_hashes(self) -> list[bytes]:
+        out = []
+        for key, entry in self.policies.items():
+            digest = hex_bytes(key, 32)
+            if entry.role == COORDINATOR_ROLE and digest is not None:
+                out.append(digest)
+        return out
 
-        async def provide(client: httpx.AsyncClient) -> bytes:
-            return await self.get(client)
-
-        return provide
-
-    # -- the log ----------------------------------------------------------------------------
-
-    def log_entries(self) -> list[ManifestLogEntry]:
-        """The manifests this source has handed out, oldest first."""
-        directory = self.log_directory
-        if directory is None:
-            return []
-        try:
-            lines = (directory / "log.jsonl").read_text("utf-8").splitlines()
-        except OSError:
-            return []
-        entries = []
-        for line in lines:
+    def validation_errors(self) -> list[str]:
+        """Contrast v1.20 `Manifest.Validate()` findings (empty when valid)."""
+        errors: list[str] = []
+        coordinators = 0
+        for key, entry in self.policies.items():
+            if hex_bytes(key, 32) is None:
+                errors.append(f"policy hash {key!r} is not 64 hex characters")
+            if entry.role not in ("", COORDINATOR_ROLE):
+                errors.append(f"policy {key}: unknown role {entry.role!r}")
+            elif entry.role == COORDINATOR_ROLE:
+                coordinators += 1
+        if coordinators == 0:
+            errors.append("no policy has the coordinator role")
+        for i, rv in enumerate(self.snp):
+            errors.extend(f"snp[{i}]: {e}" for e in _snp_reference_value_errors(rv))
+        for i, tdx in enumerate(self.tdx):
+            errors.extend(f"tdx[{i}]: {e}" for e in _tdx_reference_value_errors(tdx))
+        if not self.snp and not self.tdx:
+            errors.append("reference values in manifest cannot be empty")
+        for i, key in enumerate(self.workload_owner_pub_keys):
             try:
-                entries.append(ManifestLogEntry(**json.loads(line)))
-            except (ValueError, TypeError):
-                logger.warning("ignoring a malformed line in the manifest log")
-        return entries
+                loaded = serialization.load_der_public_key(bytes.fromhex(key))
+                if not isinstance(loaded, ec.EllipticCurvePublicKey):
+                    raise ValueError("not an ECDSA key")
+            except ValueError as exc:
+                errors.append(f"WorkloadOwnerPubKeys[{i}]: {exc}")
+        for i, key in enumerate(self.seedshare_owner_pub_keys):
+            try:
+                pem = pem_encode("RSA PUBLIC KEY", bytes.fromhex(key))
+                if not isinstance(serialization.load_pem_public_key(pem), rsa.RSAPublicKey):
+                    raise ValueError("not an RSA key")
+            except ValueError as exc:
+                errors.append(f"SeedshareOwnerPubKeys[{i}]: {exc}")
+        return errors
 
-    # -- helpers ----------------------------------------------------------------------------
+    def validate(self) -> None:
+        errors = self.validation_errors()
+        if errors:
+            raise ManifestError("manifest is invalid: " + "; ".join(errors))
 
-    @staticmethod
-    def _error(message: str) -> AttestationError:
-        return AttestationError.single("EXPECTED_MANIFEST", f"EXPECTED_MANIFEST {message}")
 
-    def _read_pinned(self, path: Path) -> bytes:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise self._error(f"cannot read pinned manifest {path}: {exc.strerror}") from None
-        if not data:
-            raise self._error(f"pinned manifest {path} is empty")
-        return data
+def _snp_reference_value_errors(rv: SnpReferenceValues) -> list[str]:
+    errors = [
+        f"MinimumTCB.{json_name}: field cannot be empty"
+        for name, json_name in MinimumTcb._JSON
+        if getattr(rv.minimum_tcb, name) is None
+    ]
+    if rv.product_name not in (MILAN, GENOA):
+        errors.append(f"ProductName: unknown product name {rv.product_name!r}")
+    if hex_bytes(rv.trusted_measurement, 48) is None:
+        errors.append("TrustedMeasurement: not 96 hex characters")
+    policy = rv.guest_policy
+    if policy.abi_major != 0:
+        errors.append("GuestPolicy.ABIMajor: modifying this field is not permitted")
+    if policy.abi_minor not in (0, 31):
+        errors.append("GuestPolicy.ABIMinor: modifying this field is not permitted")
+    if not policy.smt:
+        errors.append("GuestPolicy.SMT: modifying this field is not permitted")
+    for name, _, json_name in GuestPolicy._FLAGS:
+        if name in ("smt", "page_swap_disable"):
+            continue
+        if getattr(policy, name):
+            errors.append(f"GuestPolicy.{json_name}: modifying this field is not permitted")
+    for i, chip in enumerate(rv.allowed_chip_ids):
+        if hex_bytes(chip, 64) is None:
+            errors.append(f"AllowedChipIDs[{i}]: not 128 hex characters")
+    return errors
 
-    def _accept_fetched(self, url: str, response: httpx.Response) -> bytes:
-        if response.status_code != 200:
-            raise self._error(f"{url} answered HTTP {response.status_code}")
-        data = response.content
-        if not data or len(data) > _MAX_MANIFEST_BYTES:
-            raise self._error(f"{url} answered {len(data)} bytes, not a manifest")
-        self._log(url, data)
-        return data
 
-    def _log(self, url: str, data: bytes) -> None:
-        directory = self.log_directory
-        assert directory is not None
-        digest = hashlib.sha256(data).hexdigest()
-        entries = self.log_entries()
-        previous = entries[-1].sha256 if entries else None
-        if previous == digest:
-            return
-        now = self._clock()
-        stamp = now.strftime("%Y%m%dT%H%M%SZ")
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            file = directory / f"{stamp}_{digest[:16]}.json"
-            if not file.exists():
-                tmp = file.with_suffix(".tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, file)
-            entry = ManifestLogEntry(
-                time=now.isoformat(),
-                sha256=digest,
-                url=url,
-                file=file.name,
-                previous_sha256=previous,
-            )
-            with (directory / "log.jsonl").open("a", encoding="utf-8") as log:
-                log.write(json.dumps(entry.__dict__) + "\n")
-        except OSError as exc:
-            # A manifest that cannot be logged is not handed out.
-            raise self._error(
-                f"cannot log the manifest under {directory}: {exc.strerror}"
-            ) from None
-        if previous is None:
-            logger.info("trusting manifest sha256 %s from %s (logged as %s)", digest, url, file)
-        else:
-            logger.warning(
-                "the manifest at %s CHANGED: sha256 %s -> %s; the new one is logged as %s",
-                url,
-                previous,
-                digest,
-                file,
-            )
+def _tdx_reference_value_errors(rv: TdxReferenceValues) -> list[str]:
+    errors = []
+    if hex_bytes(rv.mr_td, 48) is None:
+        errors.append("MrTd: not 96 hex characters")
+    if hex_bytes(rv.mr_seam, 48) is None:
+        errors.append("MrSeam: not 96 hex characters")
+    if hex_bytes(rv.xfam, 8) is None:
+        errors.append("Xfam: not 16 hex characters")
+    for i, rtmr in enumerate(rv.rtmrs):
+        if hex_bytes(rtmr, 48) is None:
+            errors.append(f"RTMR[{i + 1}]: not 96 hex characters")
+    return errors
+
+
+def reference_value_label(index: int, rv: SnpReferenceValues) -> str:
+    return f"snp[{index}] ({rv.product_name or 'no product'})"

@@ -36,14 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from privatemode_proxy.attestation._evidence import (
+from privatemode_proxy.attestation._amd import (
     AMD_PSS_PADDING,
-    CONTRAST_FAMILY_ID,
-    CONTRAST_IMAGE_ID,
-    COORDINATOR_ROLE,
-    CRL_EXTRA_KEY,
-    GENOA,
-    GENOA_CPUID1EAX,
     OID_BL_SPL,
     OID_HWID,
     OID_PRODUCT_NAME,
@@ -55,31 +49,47 @@ from privatemode_proxy.attestation._evidence import (
     OID_STRUCT_VERSION,
     OID_TEE_SPL,
     OID_UCODE_SPL,
+    amd_name,
+)
+from privatemode_proxy.attestation._contrast import (
+    CONTRAST_FAMILY_ID,
+    CONTRAST_IMAGE_ID,
+    SNP_ATTESTATION_TYPE,
+    AttestationResponse,
+    encode_attest_response,
+    id_key_digest,
+    report_data,
+    transition_digest,
+)
+from privatemode_proxy.attestation._manifest import (
+    COORDINATOR_ROLE,
+    Manifest,
+    MinimumTcb,
+    PolicyEntry,
+    SnpReferenceValues,
+)
+from privatemode_proxy.attestation._roots import (
+    TrustedRoot,
+    parse_trusted_root,
+)
+from privatemode_proxy.attestation._snp import (
+    CRL_EXTRA_KEY,
+    GENOA,
+    GENOA_CPUID1EAX,
     SEV_PRODUCT_ENUM,
     SIGNATURE_ALGO_ECDSA_P384_SHA384,
     SIGNED_REPORT_SIZE,
-    SNP_ATTESTATION_TYPE,
-    AttestationResponse,
     CertificateChain,
     GuestPolicy,
-    Manifest,
-    MinimumTcb,
     PlatformInfo,
-    PolicyEntry,
     SevProduct,
     SnpAttestation,
-    SnpReferenceValues,
     SnpReport,
     TcbParts,
-    TrustedRoot,
-    amd_name,
-    encode_attest_response,
     encode_report_signature,
-    id_key_digest,
+)
+from privatemode_proxy.attestation._x509 import (
     load_crl,
-    parse_trusted_root,
-    report_data,
-    transition_digest,
 )
 
 __all__ = ["LOCAL_TCB", "LocalIdentity", "compute_measurement", "make_vcek_certificate"]
