@@ -384,7 +384,7 @@ def _trusted_roots(paths: Sequence[str]) -> list[Any]:
     """AMD's roots plus every `--trustedRoot` file: an ASK+ARK bundle (AMD's KDS cert_chain, the
     local backend's root.pem), or one of AMD's own ARKs alone."""
     from privatemode_proxy.attestation import AttestationError, amd_roots, load_trusted_root
-    from privatemode_proxy.attestation._evidence import pem_blocks
+    from privatemode_proxy.attestation._x509 import pem_blocks
 
     bundled = list(amd_roots())
     roots = list(bundled)

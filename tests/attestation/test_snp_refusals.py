@@ -209,11 +209,16 @@ def test_vcek_with_a_foreign_issuer_name_is_refused(
             "ENDORSEMENT_KEY",
             "not RSASSA-PSS SHA-384",
         ),
-        # Declared RSASSA-PSS SHA-384, but salt 20: AMD's salt 48 does not verify it.
+        # RSASSA-PSS SHA-384 with salt 20 or an MGF1-SHA-256 mask: not AMD's parameters.
         (
             (hashes.SHA384(), padding.PSS(padding.MGF1(hashes.SHA384()), 20)),
-            "CHAIN",
-            "RSA-PSS signature does not verify",
+            "ENDORSEMENT_KEY",
+            "not RSASSA-PSS SHA-384",
+        ),
+        (
+            (hashes.SHA384(), padding.PSS(padding.MGF1(hashes.SHA256()), 48)),
+            "ENDORSEMENT_KEY",
+            "not RSASSA-PSS SHA-384",
         ),
     ],
 )

@@ -114,17 +114,20 @@ def amd_name(common_name: str) -> x509.Name:
 def amd_signature_problem(signed: x509.Certificate | x509.CertificateRevocationList) -> str | None:
     """Why `signed` does not declare AMD's signature algorithm (None if it does).
 
-    AMD signs with RSASSA-PSS over SHA-384. The PSS parameters (MGF1 hash, salt length) are
-    not read from the declaration: `verify_amd_signature` verifies with exactly AMD's
-    (MGF1-SHA-384, salt 48; OpenSSL enforces an explicit salt length), so a signature made
-    with other parameters does not verify whatever the certificate declares.
+    AMD signs with RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48 (cryptography parses the PSS
+    parameters). `verify_amd_signature` then verifies with exactly those parameters.
     """
     try:
         oid = signed.signature_algorithm_oid
         digest = signed.signature_hash_algorithm
+        parameters = signed.signature_algorithm_parameters
     except (ValueError, UnsupportedAlgorithm):
         return "signature algorithm does not parse"
-    if oid != SignatureAlgorithmOID.RSASSA_PSS or not isinstance(digest, hashes.SHA384):
+    if (
+        oid != SignatureAlgorithmOID.RSASSA_PSS
+        or not isinstance(digest, hashes.SHA384)
+        or parameters != AMD_PSS_PADDING
+    ):
         name = getattr(oid, "_name", oid.dotted_string)
         return f"signature algorithm is {name}, not RSASSA-PSS SHA-384 (MGF1 SHA-384, salt 48)"
     return None
