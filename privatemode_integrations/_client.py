@@ -443,6 +443,12 @@ class EmbeddingsClient:
         headers["Accept"] = "application/json"
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        timeout = self.timeout
+        read_timeout = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
+        if read_timeout is not None:
+            # How long we wait (the header OpenAI's SDK sends): a pacing proxy refuses at once,
+            # with Retry-After, a request it could not start in that time.
+            headers["X-Stainless-Timeout"] = f"{read_timeout:g}"
         return headers
 
     def _timeout_arg(self) -> Any:

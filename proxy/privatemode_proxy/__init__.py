@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "LOCAL_MODEL_ID": "_catalogue",
     "ModelInfo": "_catalogue",
     "estimate_tokens": "_catalogue",
+    "RateLimits": "_pacing",
     "ProxyConfig": "_server",
     "create_proxy_app": "_server",
     "AttestationFailed": "_session",
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         ModelInfo,
         estimate_tokens,
     )
+    from privatemode_proxy._pacing import RateLimits
     from privatemode_proxy._server import ProxyConfig, create_proxy_app
     from privatemode_proxy._session import (
         AttestationFailed,
@@ -75,6 +77,7 @@ __all__ = [
     "ManifestProvider",
     "ModelInfo",
     "ProxyConfig",
+    "RateLimits",
     "SecretExchangeFailed",
     "SessionConfig",
     "TokenCounter",

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from privatemode_proxy import __version__
 from privatemode_proxy._apikey import clean_api_key, key_forms, redact
 from privatemode_proxy._batching import BatchLimits
+from privatemode_proxy._pacing import rate_limits_for
 from privatemode_proxy._server import ProxyConfig, create_proxy_app
 from privatemode_proxy._serving import PortInUseError, bind_socket, raise_open_file_limit
 from privatemode_proxy._session import ManifestProvider, SessionConfig, pinned_manifest
@@ -224,6 +225,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="Upstream requests in flight at once for one split client request "
         "(default: %(default)s).",
+    )
+    rate = parser.add_argument_group(
+        "rate limits (per upstream API key; default: the standard tier's 20 requests and "
+        "100000 tokens per 60 s for api.privatemode.ai, none for other endpoints)"
+    )
+    rate.add_argument(
+        "--rateLimitRequests",
+        type=_non_negative_int,
+        metavar="N",
+        help="At most N upstream requests per key in any window; 0: no request limit.",
+    )
+    rate.add_argument(
+        "--rateLimitTokens",
+        type=_non_negative_int,
+        metavar="T",
+        help="At most T prompt tokens per key in any window; 0: no token limit.",
+    )
+    rate.add_argument(
+        "--rateLimitWindow",
+        type=_positive_int,
+        metavar="S",
+        help="The window in seconds (default: 60).",
     )
     log = parser.add_argument_group("logging")
     log.add_argument(
@@ -480,6 +503,12 @@ def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> Prox
         limits=limits,
         local_mode=local_backend is not None,
         token_counters=counters,
+        rate_limits=rate_limits_for(
+            api_url,
+            requests=args.rateLimitRequests,
+            tokens=args.rateLimitTokens,
+            window_seconds=args.rateLimitWindow,
+        ),
     )
 
 

@@ -42,6 +42,15 @@ from privatemode_proxy._encoding import (
     reduce_dimensions,
 )
 from privatemode_proxy._openai_errors import error_body
+from privatemode_proxy._pacing import (
+    Pacer,
+    PacingContext,
+    PacingRefused,
+    RateLimits,
+    client_patience,
+    fit_ranges_to_budget,
+    paced_send,
+)
 from privatemode_proxy._session import (
     SessionConfig,
     UpstreamError,
@@ -49,6 +58,7 @@ from privatemode_proxy._session import (
     UpstreamSession,
     model_name_problem,
 )
+from privatemode_proxy._token_estimate import TokenEstimator
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +78,8 @@ class ProxyConfig:
     token_counters: Mapping[str, TokenCounter] | None = None
     """Exact token counters by model id, over the ones we ship (the local model's)."""
     catalogue: Mapping[str, ModelInfo] = field(default_factory=lambda: dict(CATALOGUE))
+    rate_limits: RateLimits | None = None
+    """Pacing per upstream API key (see `_pacing`); None: requests go out as they come."""
 
 
 class ApiError(Exception):
@@ -211,17 +223,29 @@ class EmbeddingsService:
             **default_token_counters(),
             **(config.token_counters or {}),
         }
+        limits = config.rate_limits
+        self.pacer = Pacer(limits) if limits is not None and limits.enabled else None
+        self.estimator = TokenEstimator(self._counters)
 
-    async def embed(self, req: EmbeddingsRequest) -> bytes:
+    def pacing_for(self, key_label: str, headers: Mapping[str, str]) -> PacingContext | None:
+        """The pacing of a request arriving now for the key named `key_label` (never the key)."""
+        if self.pacer is None:
+            return None
+        patience = client_patience(headers, self.pacer.limits.default_wait_seconds)
+        return PacingContext(self.pacer.for_key(key_label), time.monotonic() + patience)
+
+    async def embed(self, req: EmbeddingsRequest, pacing: PacingContext | None = None) -> bytes:
         info = self.config.catalogue.get(req.model)
         if info is not None and req.dimensions is not None:
             problem = info.check_dimensions(req.dimensions)
             if problem is not None:
                 raise ApiError(400, problem, param="dimensions", code="invalid_dimensions")
         ranges, counts = await self._plan(info, req.texts)
+        if pacing is not None:
+            pacing, ranges = await self._pace(pacing, info, req.texts, ranges)
         semaphore = asyncio.Semaphore(self.config.limits.max_concurrent_subrequests)
         started = time.perf_counter()
-        results = await self._run_all(req, ranges, semaphore)
+        results = await self._run_all(req, ranges, semaphore, pacing, info)
         if len(results) == 1:
             vectors = results[0].vectors
         else:
@@ -271,18 +295,40 @@ class EmbeddingsService:
         ranges = split_batches(counts, max_inputs=limits.inputs_for(info), max_tokens=max_tokens)
         return ranges, counts
 
+    async def _pace(
+        self,
+        pacing: PacingContext,
+        info: ModelInfo | None,
+        texts: list[str],
+        ranges: list[tuple[int, int]],
+    ) -> tuple[PacingContext, list[tuple[int, int]]]:
+        """Token estimates, ranges that fit one window, and a refusal now if they can't start
+        before the client gives up."""
+        if len(texts) > 64:
+            estimates = await asyncio.to_thread(self.estimator.counts, info, texts)
+        else:
+            estimates = self.estimator.counts(info, texts)
+        ranges = fit_ranges_to_budget(ranges, estimates, pacing.pacer.token_budget)
+        pacing = PacingContext(pacing.pacer, pacing.deadline, estimates)
+        pacing.check_fits(ranges)
+        return pacing, ranges
+
     async def _run_all(
         self,
         req: EmbeddingsRequest,
         ranges: list[tuple[int, int]],
         semaphore: asyncio.Semaphore,
+        pacing: PacingContext | None = None,
+        info: ModelInfo | None = None,
     ) -> list[_SubResult]:
         if len(ranges) == 1:
-            return [await self._run_one(req, ranges[0], 0, 1, semaphore)]
+            return [await self._run_one(req, ranges[0], 0, 1, semaphore, pacing, info)]
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self._run_one(req, rng, k, len(ranges), semaphore))
+                    group.create_task(
+                        self._run_one(req, rng, k, len(ranges), semaphore, pacing, info)
+                    )
                     for k, rng in enumerate(ranges)
                 ]
         except BaseExceptionGroup as eg:
@@ -298,6 +344,8 @@ class EmbeddingsService:
         k: int,
         n: int,
         semaphore: asyncio.Semaphore,
+        pacing: PacingContext | None = None,
+        info: ModelInfo | None = None,
     ) -> _SubResult:
         start, end = rng
         body: dict[str, Any] = {"model": req.model, "input": req.texts[start:end]}
@@ -308,7 +356,17 @@ class EmbeddingsService:
         where = f" (sub-request {k + 1} of {n}, inputs {start}..{end - 1})" if n > 1 else ""
         async with semaphore:
             try:
-                answer = await self.session.post_embeddings(body)
+                if pacing is None:
+                    answer = await self.session.post_embeddings(body)
+                else:
+                    estimate = pacing.tokens(start, end)
+                    answer, reported = await paced_send(
+                        pacing.pacer,
+                        estimate,
+                        pacing.deadline,
+                        lambda: self.session.post_embeddings(body),
+                    )
+                    self.estimator.observe(info, estimate, reported)
             except UpstreamError as exc:
                 raise ApiError(
                     exc.status_code, f"{exc}{where}", error_type=exc.error_type, code=exc.code
@@ -453,7 +511,17 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
         if len(raw) > config.max_body_bytes:
             raise ApiError(413, f"request body over {config.max_body_bytes} bytes")
         req = parse_embeddings_request(raw)
-        return Response(await service.embed(req), media_type=_JSON)
+        pacing = service.pacing_for(_key_label(config), request.headers)
+        try:
+            return Response(await service.embed(req, pacing), media_type=_JSON)
+        except PacingRefused as exc:
+            raise ApiError(
+                429,
+                str(exc),
+                error_type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers=exc.headers(),
+            ) from None
 
     @app.get("/v1/models")
     async def models() -> Response:
@@ -472,12 +540,16 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
         status = session.status()
         state = "ready" if status["ready"] else ("failed" if status["last_error"] else "pending")
         body = {"status": "ok", "upstream": state, "last_error": status["last_error"]}
+        if service.pacer is not None:
+            body["rate_limits"] = service.pacer.status()
         return Response(orjson.dumps(body), media_type=_JSON)
 
     @app.get("/")
     async def status_page(request: Request) -> Response:
         status = session.status()
         status["local_mode"] = config.local_mode
+        if service.pacer is not None:
+            status["rate_limits"] = service.pacer.status()
         status["version"] = __version__
         wants_json = request.query_params.get("format") == "json" or (
             _JSON in request.headers.get("accept", "")
@@ -488,6 +560,11 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
         return HTMLResponse(_status_html(status))
 
     return app
+
+
+def _key_label(config: ProxyConfig) -> str:
+    """The name the pacing ledger and the status page use for the upstream key (not the key)."""
+    return "proxy key" if config.session.api_key else "no key"
 
 
 def _with_tasks(content: bytes, catalogue: Mapping[str, ModelInfo]) -> bytes:
@@ -507,6 +584,18 @@ def _with_tasks(content: bytes, catalogue: Mapping[str, ModelInfo]) -> bytes:
                 entry["tasks"] = list(info.tasks)
                 changed = True
     return orjson.dumps(body) if changed else content
+
+
+def _rate_limit_text(paced: dict[str, Any]) -> str:
+    parts = []
+    if paced.get("requests_limit") is not None:
+        parts.append(f"{paced['requests_in_window']}/{paced['requests_limit']} requests")
+    if paced.get("tokens_limit") is not None:
+        parts.append(f"{paced['tokens_in_window']}/{paced['tokens_limit']} tokens")
+    return (
+        f"{', '.join(parts)} in the last {paced['window_seconds']:g} s; "
+        f"{paced['queued']} waiting"
+    )
 
 
 def _status_html(status: dict[str, Any]) -> str:
@@ -533,6 +622,8 @@ def _status_html(status: dict[str, Any]) -> str:
         rows.append(("Secret", "none yet"))
     if status.get("last_error"):
         rows.append(("Last error", str(status["last_error"])))
+    for paced in status.get("rate_limits") or []:
+        rows.append((f"Rate limit ({paced['key']})", _rate_limit_text(paced)))
     banner = (
         "<p><strong>LOCAL MODE</strong>: the upstream is the bundled local backend, whose "
         "self-made root is trusted. This is not Privatemode's service.</p>"

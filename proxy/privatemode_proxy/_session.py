@@ -672,7 +672,12 @@ class UpstreamSession:
             return self._decode(cipher, resp)
 
     def _decode(self, cipher: RequestCipher, resp: httpx.Response) -> UpstreamResponse:
-        headers = {k: v for k, v in resp.headers.items() if k.lower() in ("retry-after",)}
+        headers = {
+            k: v
+            for k, v in resp.headers.items()
+            if k.lower() in ("retry-after", "retry-after-ms")
+            or k.lower().startswith("x-ratelimit-")
+        }
         encrypted = resp.headers.get("Privatemode-Encrypted", "").lower() != "false"
         content = resp.content
         if resp.is_success:

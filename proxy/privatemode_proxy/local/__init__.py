@@ -6,6 +6,7 @@
 """
 
 from ._app import BackendLimits, LocalBackend, create_app, run_local_backend
+from ._ratelimit import RateLimit, RateLimiter
 from ._requestlog import RequestLog
 from ._secretstore import DEFAULT_SECRET_TTL, SecretStore
 
@@ -13,6 +14,8 @@ __all__ = [
     "DEFAULT_SECRET_TTL",
     "BackendLimits",
     "LocalBackend",
+    "RateLimit",
+    "RateLimiter",
     "RequestLog",
     "SecretStore",
     "create_app",

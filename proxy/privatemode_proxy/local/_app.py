@@ -61,6 +61,7 @@ from ._encoding import embeddings_response_body, reduce_dimensions
 from ._engine import EmbeddingEngine, load_default_engine
 from ._errors import AUTHENTICATION, NOT_FOUND, SERVER, ApiError
 from ._issuer import LocalIdentity
+from ._ratelimit import RateLimit, RateLimiter, RateLimitExceeded
 from ._requestlog import RequestLog, RequestLogMiddleware
 from ._secretstore import DEFAULT_SECRET_TTL, Clock, SecretStore
 from ._validation import (
@@ -100,6 +101,8 @@ class BackendLimits:
     """Threads for HPKE, signing, AES-GCM, tokenising and JSON (the machine's cores)."""
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     max_batch_texts: int = DEFAULT_MAX_BATCH_TEXTS
+    rate_limit: RateLimit | None = None
+    """Per-key requests and tokens per window (429 with `Retry-After` past it); None: no limit."""
 
 
 def served_model_info(engine: EmbeddingEngine) -> ModelInfo:
@@ -136,6 +139,8 @@ def _json_response(
 
 def _error_response(error: ApiError) -> Response:
     headers = dict(_UNENCRYPTED)
+    if isinstance(error, RateLimitExceeded):
+        headers.update(error.headers)
     if error.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return Response(
@@ -210,6 +215,7 @@ class _Backend:
         self.limits = limits
         self.created = int(time.time())
         self._runtime: _Runtime | None = None
+        self.rate_limiter = RateLimiter(limits.rate_limit) if limits.rate_limit else None
 
     def __repr__(self) -> str:
         return f"_Backend(model={self.model.id!r}, api_key={'set' if self._api_key else 'none'})"
@@ -319,6 +325,7 @@ class _Backend:
             parsed = parse_embeddings_request(fields, model)
             counts = await self._cpu(self.engine.count_tokens, parsed.texts)
             total = check_token_counts(counts, model)
+            rate_headers = self._admit(request, total)
             vectors = await self.runtime.batcher.embed(parsed.texts, counts)
             vectors = reduce_dimensions(vectors, parsed.dimensions, model)
             payload = await self._cpu(
@@ -329,7 +336,13 @@ class _Backend:
                 parsed.encoding_format,
                 total,
             )
-        return _json_response(payload)
+        return _json_response(payload, headers=rate_headers)
+
+    def _admit(self, request: Request, tokens: int) -> dict[str, str] | None:
+        if self.rate_limiter is None:
+            return None
+        header = request.headers.get("authorization", "")
+        return self.rate_limiter.admit(header.partition(" ")[2].strip() or None, tokens)
 
     def _decrypt(self, cipher: ResponseCipher, outer: Mapping[str, Any], body: bytes) -> Any:
         if all(key in EMBEDDINGS_REQUEST_PLAIN_FIELDS for key in outer):
@@ -551,6 +564,15 @@ class LocalBackend:
         backend = self._app.state.backend
         assert isinstance(backend, _Backend)
         return backend.runtime.batcher.stats
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The running app's rate limiter (its `stats` count admitted and refused requests)."""
+        if self._app is None:
+            raise RuntimeError("the local backend is not running; call start()")
+        backend = self._app.state.backend
+        assert isinstance(backend, _Backend)
+        return backend.rate_limiter
 
     def start(self) -> LocalBackend:
         if self._server is not None:
