@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from langchain_core.embeddings import Embeddings
@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 from privatemode_integrations import _settings
 from privatemode_integrations._client import EmbeddingsClient
 from privatemode_integrations._core_cache import CoreCache
+
+if TYPE_CHECKING:
+    from langchain_text_splitters import TextSplitter
 
 
 class PrivatemodeEmbeddings(BaseModel, Embeddings):
@@ -92,6 +95,27 @@ class PrivatemodeEmbeddings(BaseModel, Embeddings):
             raise ValueError("local() chooses its own base_url; do not pass base_url")
         kwargs.setdefault("model", _settings.LOCAL_MODEL)
         return cls(base_url=local_base_url(), **kwargs)
+
+    def text_splitter(
+        self, chunk_tokens: int | None = None, overlap: int | None = None, **kwargs: Any
+    ) -> TextSplitter:
+        """A LangChain text splitter whose chunks this model always accepts.
+
+            splitter = embeddings.text_splitter()
+            chunks = splitter.split_documents(documents)   # then any vector store
+
+        It splits on paragraphs, then lines, words and characters (LangChain's
+        `RecursiveCharacterTextSplitter`), measuring in the model's own tokens when we ship its
+        tokenizer (the local model: exact) and in UTF-8 bytes otherwise (never fewer than the
+        tokens). `chunk_tokens`: longest chunk, special tokens included (default: the model's
+        limit, 256, for the local model; 1,024 bytes, about 250 tokens, otherwise).
+        `overlap`: tokens shared by neighbouring chunks (default: an eighth of a chunk). Other
+        keyword arguments go to the splitter (e.g. `add_start_index=True`).
+        """
+        from privatemode_integrations._langchain_splitter import ModelTextSplitter
+        from privatemode_integrations._splitting import chunk_plan
+
+        return ModelTextSplitter(chunk_plan(self.model, chunk_tokens, overlap), **kwargs)
 
     @property
     def client(self) -> EmbeddingsClient:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
@@ -11,6 +11,9 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 from privatemode_integrations import _settings
 from privatemode_integrations._client import EmbeddingsClient
 from privatemode_integrations._core_cache import CoreCache
+
+if TYPE_CHECKING:
+    from llama_index.core.node_parser import SentenceSplitter
 
 
 def _api_key_from_env() -> SecretStr | None:
@@ -91,6 +94,27 @@ class PrivatemodeEmbedding(BaseEmbedding):
             raise ValueError("local() chooses its own base_url; do not pass base_url")
         kwargs.setdefault("model_name", _settings.LOCAL_MODEL)
         return cls(base_url=local_base_url(), **kwargs)
+
+    def node_parser(
+        self, chunk_tokens: int | None = None, overlap: int | None = None, **kwargs: Any
+    ) -> SentenceSplitter:
+        """A LlamaIndex node parser whose nodes this model always accepts.
+
+            Settings.embed_model = embed = PrivatemodeEmbedding.local()
+            Settings.node_parser = embed.node_parser()
+            index = VectorStoreIndex.from_documents(SimpleDirectoryReader("docs").load_data())
+
+        A `SentenceSplitter` measuring in the model's own tokens when we ship its tokenizer (the
+        local model: exact) and in UTF-8 bytes otherwise (never fewer than the tokens), with the
+        node's embedded metadata (e.g. `file_path`) counted in. `chunk_tokens`: longest node as
+        embedded, special tokens included (default: the model's limit, 256, for the local model;
+        1,024 bytes, about 250 tokens, otherwise). `overlap`: tokens shared by neighbouring nodes
+        (default: an eighth of a node). Other keyword arguments go to `SentenceSplitter`.
+        """
+        from privatemode_integrations._llamaindex_splitter import ModelNodeParser
+        from privatemode_integrations._splitting import chunk_plan
+
+        return ModelNodeParser(chunk_plan(self.model_name, chunk_tokens, overlap), **kwargs)
 
     @property
     def client(self) -> EmbeddingsClient:

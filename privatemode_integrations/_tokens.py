@@ -72,6 +72,10 @@ class TokenCounter:
         self.model = model
         self._tokenizer = _tokenizer_for(model)
 
+    def __reduce__(self) -> tuple[type[TokenCounter], tuple[str]]:
+        # Splitters travel to worker processes (IngestionPipeline(num_workers=...)).
+        return (TokenCounter, (self.model,))
+
     @property
     def exact(self) -> bool:
         """Whether counts come from the model's own tokenizer."""
