@@ -23,7 +23,12 @@ from privatemode_proxy._batching import BatchLimits
 from privatemode_proxy._pacing import rate_limits_for
 from privatemode_proxy._server import ProxyConfig, create_proxy_app
 from privatemode_proxy._serving import PortInUseError, bind_socket, raise_open_file_limit
-from privatemode_proxy._session import ManifestProvider, SessionConfig, pinned_manifest
+from privatemode_proxy._session import (
+    ManifestProvider,
+    SessionConfig,
+    pinned_manifest,
+    refused_api_key,
+)
 
 DEFAULT_API_ENDPOINT = "api.privatemode.ai:443"
 DEFAULT_CDN_BASE_URL = "https://cdn.confidential.cloud/privatemode/v2"
@@ -554,6 +559,9 @@ def _serve(args: argparse.Namespace, api_key: str | None) -> int:
         _trusted_roots(args.trustedRoot)
     else:
         config = build_config(args)
+        problem = refused_api_key(config.session)  # the official proxy refuses to start too
+        if problem is not None:
+            raise ConfigError(f"--apiKey: {problem}")
     sock = bind_socket(args.host, args.port)
     raise_open_file_limit()
     logger.info("privatemode-proxy %s", __version__)
@@ -583,7 +591,7 @@ def _serve(args: argparse.Namespace, api_key: str | None) -> int:
             )
             config = build_config(args, local_backend=backend)
         elif api_key is None:
-            logger.warning("no API key given: the proxy will not authenticate with the API")
+            logger.info("no --apiKey: each request is served with its app's own API key")
         assert config is not None
         app = create_proxy_app(config)
         _adopt_uvicorn_loggers()  # the local backend's server may have configured them

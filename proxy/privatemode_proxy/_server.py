@@ -41,6 +41,7 @@ from privatemode_proxy._encoding import (
     encode_embeddings,
     reduce_dimensions,
 )
+from privatemode_proxy._keymodes import ApiKey
 from privatemode_proxy._openai_errors import error_body
 from privatemode_proxy._pacing import (
     Pacer,
@@ -234,7 +235,13 @@ class EmbeddingsService:
         patience = client_patience(headers, self.pacer.limits.default_wait_seconds)
         return PacingContext(self.pacer.for_key(key_label), time.monotonic() + patience)
 
-    async def embed(self, req: EmbeddingsRequest, pacing: PacingContext | None = None) -> bytes:
+    async def embed(
+        self,
+        req: EmbeddingsRequest,
+        pacing: PacingContext | None = None,
+        key: ApiKey | None = None,
+    ) -> bytes:
+        """The answer to `req`, served upstream with `key` (see `UpstreamSession.api_key_for`)."""
         info = self.config.catalogue.get(req.model)
         if info is not None and req.dimensions is not None:
             problem = info.check_dimensions(req.dimensions)
@@ -245,7 +252,7 @@ class EmbeddingsService:
             pacing, ranges = await self._pace(pacing, info, req.texts, ranges)
         semaphore = asyncio.Semaphore(self.config.limits.max_concurrent_subrequests)
         started = time.perf_counter()
-        results = await self._run_all(req, ranges, semaphore, pacing, info)
+        results = await self._run_all(req, ranges, semaphore, pacing, info, key)
         if len(results) == 1:
             vectors = results[0].vectors
         else:
@@ -320,14 +327,15 @@ class EmbeddingsService:
         semaphore: asyncio.Semaphore,
         pacing: PacingContext | None = None,
         info: ModelInfo | None = None,
+        key: ApiKey | None = None,
     ) -> list[_SubResult]:
         if len(ranges) == 1:
-            return [await self._run_one(req, ranges[0], 0, 1, semaphore, pacing, info)]
+            return [await self._run_one(req, ranges[0], 0, 1, semaphore, pacing, info, key)]
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(
-                        self._run_one(req, rng, k, len(ranges), semaphore, pacing, info)
+                        self._run_one(req, rng, k, len(ranges), semaphore, pacing, info, key)
                     )
                     for k, rng in enumerate(ranges)
                 ]
@@ -346,6 +354,7 @@ class EmbeddingsService:
         semaphore: asyncio.Semaphore,
         pacing: PacingContext | None = None,
         info: ModelInfo | None = None,
+        key: ApiKey | None = None,
     ) -> _SubResult:
         start, end = rng
         body: dict[str, Any] = {"model": req.model, "input": req.texts[start:end]}
@@ -357,14 +366,14 @@ class EmbeddingsService:
         async with semaphore:
             try:
                 if pacing is None:
-                    answer = await self.session.post_embeddings(body)
+                    answer = await self.session.post_embeddings(body, key)
                 else:
                     estimate = pacing.tokens(start, end)
                     answer, reported = await paced_send(
                         pacing.pacer,
                         estimate,
                         pacing.deadline,
-                        lambda: self.session.post_embeddings(body),
+                        lambda: self.session.post_embeddings(body, key),
                     )
                     self.estimator.observe(info, estimate, reported)
             except UpstreamError as exc:
@@ -511,9 +520,10 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
         if len(raw) > config.max_body_bytes:
             raise ApiError(413, f"request body over {config.max_body_bytes} bytes")
         req = parse_embeddings_request(raw)
-        pacing = service.pacing_for(_key_label(config), request.headers)
+        key = session.api_key_for(request.headers.get("authorization"))
+        pacing = service.pacing_for(_key_label(key), request.headers)
         try:
-            return Response(await service.embed(req, pacing), media_type=_JSON)
+            return Response(await service.embed(req, pacing, key), media_type=_JSON)
         except PacingRefused as exc:
             raise ApiError(
                 429,
@@ -524,9 +534,10 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
             ) from None
 
     @app.get("/v1/models")
-    async def models() -> Response:
+    async def models(request: Request) -> Response:
         try:
-            status, content = await session.get_models()
+            key = session.api_key_for(request.headers.get("authorization"))
+            status, content = await session.get_models(key)
         except UpstreamError as exc:
             raise ApiError(
                 exc.status_code, str(exc), error_type=exc.error_type, code=exc.code
@@ -562,9 +573,12 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
     return app
 
 
-def _key_label(config: ProxyConfig) -> str:
-    """The name the pacing ledger and the status page use for the upstream key (not the key)."""
-    return "proxy key" if config.session.api_key else "no key"
+def _key_label(key: ApiKey | None) -> str:
+    """The name the pacing ledger and the status page use for the upstream key (not the key):
+    each app key of a keyless proxy is paced on its own, as the service limits it."""
+    if key is None:
+        return "no key"
+    return "proxy key" if key.source == "proxy" else key.id
 
 
 def _with_tasks(content: bytes, catalogue: Mapping[str, ModelInfo]) -> bytes:

@@ -1,9 +1,11 @@
-"""The upstream session: attestation, the secret and its lifetime, and the protocol's retries.
+"""The upstream session: attestation, the secrets and their lifetime, and the protocol's retries.
 
 One `UpstreamSession` per proxy. It attests the Privatemode API (or the local backend), checks
-the manifest, takes the mesh CA, exchanges a secret over HPKE, and keeps that secret fresh in the
-background so that requests never wait for an exchange unless there is no usable secret at all.
-No request body leaves before a verified secret exists. See the protocol notes, §1-§5.
+the manifest, takes the mesh CA, and exchanges secrets over HPKE: one secret per API key (the
+proxy's `--apiKey`, or each app's own key when the proxy has none; see `_keymodes`), kept fresh so
+that requests never wait for an exchange unless their key has no usable secret at all. The
+attested mesh CA is shared by all keys; an attestation or exchange uses the key of the request
+that needs it. No request body leaves before a verified secret exists. Protocol notes §1-§5.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import base64
 import binascii
 import logging
 import platform
+import random
 import secrets
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,11 +29,13 @@ import httpx
 import orjson
 
 from privatemode_proxy import __version__
+from privatemode_proxy._keymodes import ApiKey, bearer_token
 from privatemode_proxy._openai_errors import error_body
 from privatemode_proxy.attestation import (
     AttestationError,
     AttestationResult,
     CertificateSource,
+    TcbParts,
     TrustedRoot,
     verify_attestation,
 )
@@ -46,7 +53,8 @@ logger = logging.getLogger(__name__)
 PRIVATEMODE_CLIENT_VERSION = "v1.40.0"
 """The official proxy version whose protocol this proxy speaks (sent as `Privatemode-Version`).
 
-From v1.40 the API reads the client's request id from `Privatemode-User-Request-ID`."""
+The one place this string lives. From v1.40 the API reads the client's request id from
+`Privatemode-User-Request-ID`."""
 
 NO_SECRET_FOR_ID = b"no secret for ID"
 ATTEST_PATH = "/privatemode/v1/attest"
@@ -117,7 +125,9 @@ class SessionConfig:
     secret_refresh_ahead_seconds: float = 5 * 60.0
     """The background exchange starts this long before the current secret's use ends."""
     exchange_attempts: int = 3
+    """Attempts at attestation + secret exchange before a request fails (official: 3)."""
     exchange_retry_delay_seconds: float = 1.0
+    """Backoff base between attempts: about 1x, then 2x this, plus up to 25 % jitter."""
     reset_retry_delay_seconds: float = 0.05
     background_retry_seconds: float = 10.0
     """Wait of the background refresher after a failed exchange (doubles up to 5 min)."""
@@ -126,6 +136,8 @@ class SessionConfig:
     max_connections: int = 64
     verify_tls: bool | str = True
     client_version: str = PRIVATEMODE_CLIENT_VERSION
+    max_api_keys: int = 1024
+    """App keys with a secret at once (keyless proxy); the least recently used is forgotten."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api_url", self.api_url.rstrip("/"))
@@ -169,12 +181,69 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class UpstreamAuthError(UpstreamError):
+    """The API refused the key (401) or its use (403): the app's to fix, never retried.
+
+    The proxy answers with the same status and the service's message.
+    """
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_type = "authentication_error" if status_code == 401 else "permission_error"
+        self.code = "invalid_api_key" if status_code == 401 else "forbidden"
+
+
 class _EndpointError(Exception):
     """The attest or secret endpoint answered an error or garbage (may be retried)."""
 
     def __init__(self, message: str, *, final: bool = False) -> None:
         super().__init__(message)
         self.final = final
+
+
+_FINAL_STATUSES = frozenset(range(400, 500)) - {408, 425, 429}
+"""Answers of attest/secret that another attempt won't change (401/403 become auth errors)."""
+
+
+class _FetchRecorder:
+    """A `CertificateSource` that notes whether fetching an AMD certificate or CRL failed.
+
+    A verification that failed only because KDS was unreachable is worth another attempt; one
+    that failed on the evidence itself is final.
+    """
+
+    def __init__(self, source: CertificateSource) -> None:
+        self._source = source
+        self.failed = False
+
+    def vcek(self, product_line: str, chip_id: bytes, reported_tcb: TcbParts) -> bytes:
+        return self._note(lambda: self._source.vcek(product_line, chip_id, reported_tcb))
+
+    def cert_chain(self, product_line: str) -> bytes:
+        return self._note(lambda: self._source.cert_chain(product_line))
+
+    def crl(self, product_line: str) -> bytes:
+        return self._note(lambda: self._source.crl(product_line))
+
+    def _note(self, fetch: Callable[[], bytes]) -> bytes:
+        try:
+            return fetch()
+        except Exception:
+            self.failed = True
+            raise
+
+
+_FETCH_CHECKS = frozenset({"CERTIFICATES", "REVOCATION"})
+"""The verifier's checks that fail when a certificate or CRL could not be fetched."""
+
+
+def uuid7() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits (Python 3.14 has one)."""
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    value = value & ~(0xF << 76) | 7 << 76  # version
+    value = value & ~(0x3 << 62) | 0x2 << 62  # variant
+    return uuid.UUID(int=value)
 
 
 _EXCHANGE_ERRORS = (_EndpointError, SecretExchangeError, httpx.HTTPError, ValueError)
@@ -227,6 +296,46 @@ def _error_message_of(content: bytes) -> str:
     return _snippet(content)
 
 
+class _SecretSlot:
+    """The secret of one API key (or of no key) and the exchanges that renew it.
+
+    The key itself is not kept here: an exchange gets it from the request that needs the
+    exchange (or, for the proxy's own key, from the config), and holds it only while it runs.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        """`proxy key`, `no key`, or an `ApiKey.id`: safe to log."""
+        self.state: _SecretState | None = None
+        self.exchange_task: asyncio.Task[_SecretState] | None = None
+        self.exchanges_started = 0  # serial of the latest exchange task
+        self.first_trusted_serial = 1
+        """Secrets from exchanges that started earlier may be lost upstream: a `no secret for ID`
+        answer arrived after those exchanges began (protocol §5: force a new exchange)."""
+        self.exchanges = 0
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+        self.last_failure: float | None = None  # time.monotonic() of the last failed exchange
+        self.refused = False
+        """The API refused this slot's key (401/403) at the last exchange."""
+
+    def __repr__(self) -> str:
+        return f"_SecretSlot({self.name!r})"
+
+    def usable(self, state: _SecretState, now: float) -> bool:
+        return now < state.use_until and state.exchange_serial >= self.first_trusted_serial
+
+    @property
+    def ready(self) -> bool:
+        state = self.state
+        return state is not None and self.usable(state, time.monotonic())
+
+    @property
+    def busy(self) -> bool:
+        task = self.exchange_task
+        return task is not None and not task.done()
+
+
 class UpstreamSession:
     """Attested, encrypted access to one Privatemode API; one per proxy, one event loop."""
 
@@ -234,17 +343,12 @@ class UpstreamSession:
         self.config = config
         self._client: httpx.AsyncClient | None = None
         self._attestation: AttestationResult | None = None
-        self._state: _SecretState | None = None
-        self._exchange_task: asyncio.Task[_SecretState] | None = None
-        self._exchanges_started = 0  # serial of the latest exchange task
-        self._first_trusted_serial = 1
-        """Secrets from exchanges that started earlier may be lost upstream: a `no secret for ID`
-        answer arrived after those exchanges began (protocol §5: force a new exchange)."""
+        self._proxy_key = ApiKey(config.api_key, "proxy") if config.api_key else None
+        self._default = _SecretSlot("proxy key" if self._proxy_key else "no key")
+        """The slot of the proxy's key, or (keyless proxy) of requests that carry no key."""
+        self._app_slots: OrderedDict[str, _SecretSlot] = OrderedDict()
+        """Keyless proxy: one slot per app key id, least recently used first."""
         self._refresher: asyncio.Task[None] | None = None
-        self._last_error: str | None = None
-        self._last_error_at: datetime | None = None
-        self._last_failure: float | None = None  # time.monotonic() of the last failed exchange
-        self._exchanges = 0
         self._static_headers = {
             "Privatemode-Version": config.client_version,
             "Privatemode-OS": _go_os(),
@@ -252,8 +356,6 @@ class UpstreamSession:
             "Privatemode-Client": "Proxy",
             "User-Agent": f"privatemode-integrations-proxy/{__version__}",
         }
-        if config.api_key:
-            self._static_headers["Authorization"] = f"Bearer {config.api_key}"
 
     def __repr__(self) -> str:
         return f"UpstreamSession(api_url={self.config.api_url!r})"
@@ -278,7 +380,8 @@ class UpstreamSession:
             self._refresher = asyncio.create_task(self._keep_secret_fresh(), name="secret-refresh")
 
     async def aclose(self) -> None:
-        tasks = [t for t in (self._refresher, self._exchange_task) if t is not None]
+        tasks: list[asyncio.Task[Any]] = [t for t in (self._refresher,) if t is not None]
+        tasks += [s.exchange_task for s in self._slots() if s.exchange_task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -286,7 +389,9 @@ class UpstreamSession:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: S110 - shutting down
                 pass
-        self._refresher = self._exchange_task = None
+        self._refresher = None
+        for slot in self._slots():
+            slot.exchange_task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -297,24 +402,75 @@ class UpstreamSession:
             raise RuntimeError("UpstreamSession.start() was not called")
         return self._client
 
+    # -- API keys ------------------------------------------------------------------------------
+
+    def api_key_for(self, authorization: str | None) -> ApiKey | None:
+        """The key a request with this `Authorization` header value is served with.
+
+        The proxy's `--apiKey` when it has one (the app's header is overwritten), else the app's
+        bearer token, else None (no key: for an upstream that needs none, like the local backend).
+        """
+        if self._proxy_key is not None:
+            return self._proxy_key
+        token = bearer_token(authorization)
+        return ApiKey(token, "app") if token is not None else None
+
+    @property
+    def uses_app_keys(self) -> bool:
+        """True when requests are served with the apps' own keys (no `--apiKey`)."""
+        return self._proxy_key is None
+
+    def _slot_for(self, key: ApiKey | None) -> _SecretSlot:
+        if key is None or key.source == "proxy" or self._proxy_key is not None:
+            return self._default
+        slot = self._app_slots.get(key.id)
+        if slot is None:
+            slot = _SecretSlot(key.id)
+            self._app_slots[key.id] = slot
+            self._forget_idle_slots()
+        else:
+            self._app_slots.move_to_end(key.id)
+        return slot
+
+    def _forget_idle_slots(self) -> None:
+        excess = len(self._app_slots) - self.config.max_api_keys
+        if excess <= 0:
+            return
+        for name in [n for n, s in self._app_slots.items() if not s.busy][:excess]:
+            del self._app_slots[name]
+
+    def _slots(self) -> list[_SecretSlot]:
+        return [self._default, *self._app_slots.values()]
+
     # -- status --------------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        """Whether a verified secret is usable right now."""
-        state = self._state
-        return state is not None and self._usable(state, time.monotonic())
+        """Whether a verified secret is usable right now (for the proxy's key, or any app's)."""
+        return any(slot.ready for slot in self._slots())
 
-    def _usable(self, state: _SecretState, now: float) -> bool:
-        return now < state.use_until and state.exchange_serial >= self._first_trusted_serial
+    @property
+    def _state(self) -> _SecretState | None:
+        """The newest secret in use (tests read it to look for leaks)."""
+        states = [s.state for s in self._slots() if s.state is not None]
+        return max(states, key=lambda st: st.use_until) if states else None
 
     def status(self) -> dict[str, Any]:
-        """What was attested and until when the secret is used; never the secret itself."""
-        state = self._state
+        """What was attested and until when the secret is used; never a secret nor a key."""
+        state = self._default.state if self._default.ready else self._state
         att = self._attestation
+        slot = self._default
+        # A keyless proxy's attempt without a key, refused by an API that wants keys, is no
+        # failure: it is waiting for the apps' keys.
+        waiting = self.uses_app_keys and slot.refused
         return {
             "upstream": self.config.api_url,
             "ready": self.ready,
+            "api_keys": "from each app's Authorization header"
+            if self.uses_app_keys
+            else "the proxy's --apiKey",
+            "app_keys_with_secret": sum(1 for s in self._app_slots.values() if s.ready),
+            "waiting_for_app_key": waiting,
             "attestation": att.summary() if att is not None else None,
             "secret": None
             if state is None
@@ -322,123 +478,165 @@ class UpstreamSession:
                 "obtained_at": state.obtained_at.isoformat(),
                 "use_until": state.use_until_wall.isoformat(),
             },
-            "secret_exchanges": self._exchanges,
-            "last_error": self._last_error,
-            "last_error_at": self._last_error_at.isoformat() if self._last_error_at else None,
+            "secret_exchanges": sum(s.exchanges for s in self._slots()),
+            "last_error": None if waiting else slot.last_error,
+            "last_error_at": None
+            if waiting or slot.last_error_at is None
+            else slot.last_error_at.isoformat(),
         }
 
     # -- the secret --------------------------------------------------------------------------
 
-    async def current_secret(self) -> Secret:
-        """A verified secret; waits only when none is usable. Raises `UpstreamUnavailable`."""
-        return (await self._current_state()).secret
+    async def current_secret(self, key: ApiKey | None = None) -> Secret:
+        """A verified secret for `key`; waits only when none is usable. Raises `UpstreamError`."""
+        return (await self._current_state(self._slot_for(key), key)).secret
 
-    async def _current_state(self) -> _SecretState:
-        state = self._state
+    async def _current_state(self, slot: _SecretSlot, key: ApiKey | None) -> _SecretState:
+        state = slot.state
         now = time.monotonic()
-        if state is not None and self._usable(state, now):
-            if now >= state.refresh_at and self._may_refresh(now):
-                self._exchange()  # refresh in the background; this request keeps the old one
+        if state is not None and slot.usable(state, now):
+            if now >= state.refresh_at and self._may_refresh(slot, now):
+                self._exchange(slot, key)  # refresh in the background; this request keeps the old
             return state
-        return await self._trusted_state()
+        return await self._trusted_state(slot, key)
 
-    async def renew_secret(self, stale: Secret) -> Secret:
+    async def renew_secret(self, stale: Secret, key: ApiKey | None = None) -> Secret:
         """A secret other than `stale` (which the upstream no longer knows).
 
         Call it as soon as the `no secret for ID` answer arrives: the upstream may have lost
         every secret it held then (a restart), including one whose exchange was still under way,
         so only a secret from an exchange started after this call is taken.
         """
-        state = self._state
+        slot = self._slot_for(key)
+        state = slot.state
         if state is not None and state.secret.id == stale.id:
             serial = state.exchange_serial
         else:  # an older secret: distrust every exchange started so far
-            serial = self._exchanges_started
-        return (await self._renew_state(stale.id, serial)).secret
+            serial = slot.exchanges_started
+        return (await self._renew_state(slot, key, stale.id, serial)).secret
 
-    async def _renew_state(self, stale_id: str, stale_serial: int) -> _SecretState:
+    async def _renew_state(
+        self, slot: _SecretSlot, key: ApiKey | None, stale_id: str, stale_serial: int
+    ) -> _SecretState:
         """`stale_serial` is the serial of the exchange that produced the stale secret, or of
         a later one; every exchange up to the latest started is distrusted, unless an earlier
         failure already distrusted the stale secret (so one loss forces one exchange)."""
-        if stale_serial >= self._first_trusted_serial:
-            self._first_trusted_serial = self._exchanges_started + 1
-        state = self._state
+        if stale_serial >= slot.first_trusted_serial:
+            slot.first_trusted_serial = slot.exchanges_started + 1
+        state = slot.state
         if state is not None and (
-            state.secret.id == stale_id or state.exchange_serial < self._first_trusted_serial
+            state.secret.id == stale_id or state.exchange_serial < slot.first_trusted_serial
         ):
-            self._state = None  # not to be handed out again
-        return await self._trusted_state()
+            slot.state = None  # not to be handed out again
+        return await self._trusted_state(slot, key)
 
-    async def _trusted_state(self) -> _SecretState:
+    async def _trusted_state(self, slot: _SecretSlot, key: ApiKey | None) -> _SecretState:
         """A usable secret from an exchange that started after the last `no secret for ID`.
 
         Waits for a suspect exchange in flight to end before starting the next one, so that
-        there is never more than one exchange at a time; concurrent callers share it.
+        there is never more than one exchange at a time per key; concurrent callers share it.
         """
         while True:
-            state = self._state
-            if state is not None and self._usable(state, time.monotonic()):
+            state = slot.state
+            if state is not None and slot.usable(state, time.monotonic()):
                 return state
-            task = self._exchange_task
+            task = slot.exchange_task
             if (
                 task is not None
                 and not task.done()
-                and self._exchanges_started < self._first_trusted_serial
+                and slot.exchanges_started < slot.first_trusted_serial
             ):
                 await asyncio.wait([task])  # its outcome is of no use here; errors are logged
                 continue
-            state = await asyncio.shield(self._exchange())
-            if state.exchange_serial >= self._first_trusted_serial:
+            state = await asyncio.shield(self._exchange(slot, key))
+            if state.exchange_serial >= slot.first_trusted_serial:
                 return state
             # Another `no secret for ID` arrived while this exchange ran: exchange again.
 
-    def _may_refresh(self, now: float) -> bool:
-        failed = self._last_failure
+    def _may_refresh(self, slot: _SecretSlot, now: float) -> bool:
+        failed = slot.last_failure
         return failed is None or now - failed >= self.config.background_retry_seconds
 
-    def _exchange(self) -> asyncio.Task[_SecretState]:
-        """The exchange in flight, or a new one: never two at a time."""
-        task = self._exchange_task
+    def _exchange(self, slot: _SecretSlot, key: ApiKey | None) -> asyncio.Task[_SecretState]:
+        """The slot's exchange in flight, or a new one with `key`: never two at a time."""
+        task = slot.exchange_task
         if task is None or task.done():
-            self._exchanges_started += 1
-            serial = self._exchanges_started
-            task = asyncio.create_task(self._obtain_secret(serial), name="secret-exchange")
-            task.add_done_callback(self._exchange_done)
-            self._exchange_task = task
+            slot.exchanges_started += 1
+            task = asyncio.create_task(
+                self._obtain_state(slot, slot.exchanges_started, key), name="secret-exchange"
+            )
+            task.add_done_callback(lambda done: self._exchange_done(slot, done))
+            slot.exchange_task = task
         return task
 
-    def _exchange_done(self, task: asyncio.Task[_SecretState]) -> None:
+    def _exchange_done(self, slot: _SecretSlot, task: asyncio.Task[_SecretState]) -> None:
         if task.cancelled():
             return
         exc = task.exception()  # retrieved here so a failure never goes unreported
         if exc is not None:
-            self._last_error = str(exc)
-            self._last_error_at = datetime.now(UTC)
-            self._last_failure = time.monotonic()
-            logger.error("upstream not usable: %s", exc)
+            slot.last_error = str(exc)
+            slot.last_error_at = datetime.now(UTC)
+            slot.last_failure = time.monotonic()
+            slot.refused = isinstance(exc, UpstreamAuthError)
+            if slot.refused and slot is self._default and self.uses_app_keys:
+                logger.info(
+                    "the API wants an API key: requests are served with each app's "
+                    "'Authorization: Bearer <key>' (or start the proxy with --apiKey)"
+                )
+            elif slot is self._default:
+                logger.error("upstream not usable: %s", exc)
+            else:
+                logger.warning("upstream not usable with app key %s: %s", slot.name, exc)
 
-    async def _obtain_secret(self, serial: int) -> _SecretState:
-        """Exchange (3 attempts, 1 s apart); after a failed exchange attest again (new mesh CA).
+    async def _obtain_state(
+        self, slot: _SecretSlot, serial: int, key: ApiKey | None
+    ) -> _SecretState:
+        secret = await self._obtain_secret(key)
+        cfg = self.config
+        now, wall = time.monotonic(), datetime.now(UTC)
+        state = _SecretState(
+            secret=secret,
+            exchange_serial=serial,
+            obtained_at=wall,
+            use_until_wall=wall + timedelta(seconds=cfg.secret_use_seconds),
+            use_until=now + cfg.secret_use_seconds,
+            refresh_at=now + cfg.secret_use_seconds - cfg.secret_refresh_ahead_seconds,
+        )
+        slot.state = state
+        slot.exchanges += 1
+        slot.last_error = slot.last_error_at = slot.last_failure = None
+        slot.refused = False
+        logger.info("new secret (%s) in use until %s", slot.name, state.use_until_wall.isoformat())
+        return state
 
-        A failed verification (wrong manifest, bad evidence) or a refused API key is final.
+    def _backoff(self, retry: int) -> float:
+        """Seconds before retry number `retry` (1, 2, ...): about 1 s, then 2 s, with jitter."""
+        base = self.config.exchange_retry_delay_seconds * 2.0 ** (retry - 1)
+        return base * (1.0 + 0.25 * random.random())
+
+    async def _obtain_secret(self, key: ApiKey | None) -> Secret:
+        """Exchange, attesting first if needed; after a failed exchange attest again (a new
+        deployment has a new mesh CA). Transient failures (connection errors, 5xx, 429, an AMD
+        certificate or CRL that could not be fetched) are retried with backoff and jitter, as
+        the official proxy does; a failed verification, a manifest mismatch or a refused API
+        key is final.
         """
         cfg = self.config
         last: Exception | None = None
         for attempt in range(cfg.exchange_attempts):
             if attempt:
-                await asyncio.sleep(cfg.exchange_retry_delay_seconds)
+                await asyncio.sleep(self._backoff(attempt))
             try:
                 if self._attestation is None:
-                    await self._attest()
+                    await self._attest(key)
                 try:
-                    secret = await self._exchange_once()
+                    return await self._exchange_once(key)
                 except _EXCHANGE_ERRORS as exc:
                     if isinstance(exc, _EndpointError) and exc.final:
                         raise
-                    # The mesh CA may have changed (a new deployment): attest again, then retry.
                     logger.warning("secret exchange failed (%s); attesting again", _describe(exc))
-                    await self._attest()
-                    secret = await self._exchange_once()
+                    await self._attest(key)
+                    return await self._exchange_once(key)
             except AttestationFailed as exc:
                 if exc.final:
                     raise
@@ -451,10 +649,8 @@ class UpstreamSession:
                 last = exc
             except _EXCHANGE_ERRORS as exc:
                 last = exc
-            else:
-                return self._install(secret, serial)
             logger.warning(
-                "secret exchange attempt %d of %d failed: %s",
+                "attestation/secret exchange attempt %d of %d failed: %s",
                 attempt + 1,
                 cfg.exchange_attempts,
                 _describe(last),
@@ -466,33 +662,15 @@ class UpstreamSession:
             f"{_describe(last)}"
         )
 
-    def _install(self, secret: Secret, serial: int) -> _SecretState:
-        cfg = self.config
-        now, wall = time.monotonic(), datetime.now(UTC)
-        state = _SecretState(
-            secret=secret,
-            exchange_serial=serial,
-            obtained_at=wall,
-            use_until_wall=wall + timedelta(seconds=cfg.secret_use_seconds),
-            use_until=now + cfg.secret_use_seconds,
-            refresh_at=now + cfg.secret_use_seconds - cfg.secret_refresh_ahead_seconds,
-        )
-        self._state = state
-        self._exchanges += 1
-        self._last_error = None
-        self._last_error_at = None
-        self._last_failure = None
-        logger.info("new secret in use until %s", state.use_until_wall.isoformat())
-        return state
-
-    async def _attest(self) -> AttestationResult:
-        """Attest the upstream and keep its verified mesh CA; raises `AttestationFailed`."""
+    async def _attest(self, key: ApiKey | None) -> AttestationResult:
+        """Attest the upstream and keep its verified mesh CA; raises `AttestationFailed`
+        (or `UpstreamAuthError` when the API refuses the key)."""
         cfg = self.config
         nonce = secrets.token_bytes(32)
         body = orjson.dumps({"Nonce": base64.b64encode(nonce).decode("ascii")})
         try:
             resp = await self.client.post(
-                cfg.api_url + ATTEST_PATH, content=body, headers=self._control_headers()
+                cfg.api_url + ATTEST_PATH, content=body, headers=self._control_headers(key)
             )
         except httpx.HTTPError as exc:
             raise AttestationFailed(
@@ -500,12 +678,13 @@ class UpstreamSession:
                 f"{_describe(exc)}",
                 final=False,
             ) from None
+        if resp.status_code in (401, 403):
+            raise _auth_error(resp, ATTEST_PATH)
         if resp.status_code != 200:
             raise AttestationFailed(
                 f"attestation of {cfg.api_url} failed: {ATTEST_PATH} answered HTTP "
-                f"{resp.status_code}{_auth_hint(resp.status_code)}: "
-                f"{_error_message_of(resp.content)}",
-                final=resp.status_code in (401, 403),
+                f"{resp.status_code}: {_error_message_of(resp.content)}",
+                final=resp.status_code in _FINAL_STATUSES,
             )
         try:
             doc_b64 = orjson.loads(resp.content)["AttestationDoc"]
@@ -522,6 +701,7 @@ class UpstreamSession:
                 f"attestation of {cfg.api_url} failed: could not get the expected manifest: {exc}",
                 final=False,
             ) from None
+        fetches = _FetchRecorder(cfg.certificates) if cfg.certificates is not None else None
         try:
             # Off the event loop: the verifier may fetch certificates and does RSA/ECDSA work.
             result = await asyncio.to_thread(
@@ -530,11 +710,15 @@ class UpstreamSession:
                 attestation_doc,
                 expected_manifest=expected_manifest,
                 trusted_roots=cfg.trusted_roots,
-                certificates=cfg.certificates,
+                certificates=fetches,
             )
         except AttestationError as exc:
             self._attestation = None
-            raise AttestationFailed(f"attestation of {cfg.api_url} failed: {exc}") from None
+            # Unreachable KDS is transient; anything wrong with the evidence itself is final.
+            transient = fetches is not None and fetches.failed and exc.checks <= _FETCH_CHECKS
+            raise AttestationFailed(
+                f"attestation of {cfg.api_url} failed: {exc}", final=not transient
+            ) from None
         self._attestation = result
         logger.info(
             "attested %s: product %s, measurement %s, manifest sha256 %s",
@@ -545,7 +729,7 @@ class UpstreamSession:
         )
         return result
 
-    async def _exchange_once(self) -> Secret:
+    async def _exchange_once(self, key: ApiKey | None) -> Secret:
         attestation = self._attestation
         if attestation is None:
             raise _EndpointError("no attested mesh CA")
@@ -553,32 +737,41 @@ class UpstreamSession:
         resp = await self.client.post(
             self.config.api_url + SECRET_PATH,
             content=exchange.request_body(),
-            headers=self._control_headers(),
+            headers=self._control_headers(key),
         )
+        if resp.status_code in (401, 403):
+            raise _auth_error(resp, SECRET_PATH)
         if resp.status_code != 200:
             raise _EndpointError(
-                f"{SECRET_PATH} answered HTTP {resp.status_code}{_auth_hint(resp.status_code)}: "
+                f"{SECRET_PATH} answered HTTP {resp.status_code}: "
                 f"{_error_message_of(resp.content)}",
-                final=resp.status_code in (401, 403),
+                final=resp.status_code in _FINAL_STATUSES,
             )
         # Raises SecretExchangeError (a ValueError) on a bad chain, signature or body.
         return exchange.complete(resp.content, attestation.mesh_ca)
 
     async def _keep_secret_fresh(self) -> None:
-        """Background: obtain the first secret and replace each one before its use ends."""
+        """Background: obtain the first secret of the proxy's key (or, keyless, of no key) and
+        replace each one before its use ends. App keys are refreshed by their own requests."""
+        slot, key = self._default, self._proxy_key
         backoff = self.config.background_retry_seconds
         while True:
             try:
-                await self.current_secret()
-                state = self._state
+                await self._current_state(slot, key)
+                state = slot.state
                 if state is None:
                     continue
                 delay = state.refresh_at - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
                     continue
-                await asyncio.shield(self._exchange())
+                await asyncio.shield(self._exchange(slot, key))
                 backoff = self.config.background_retry_seconds
+            except UpstreamAuthError:
+                if self.uses_app_keys:
+                    return  # the API wants keys: the apps' requests bring theirs
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 300.0)
             except UpstreamUnavailable:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 300.0)
@@ -588,17 +781,21 @@ class UpstreamSession:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _control_headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        for name in ("Authorization", "Privatemode-Version"):
-            if name in self._static_headers:
-                headers[name] = self._static_headers[name]
+    def _control_headers(self, key: ApiKey | None) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Privatemode-Version": self._static_headers["Privatemode-Version"],
+        }
+        if key is not None:
+            headers["Authorization"] = key.authorization
         return headers
 
     def _inference_headers(
-        self, secret: Secret, model: str, request_id: str, attempt: int
+        self, secret: Secret, model: str, request_id: str, attempt: int, key: ApiKey | None
     ) -> dict[str, str]:
         headers = dict(self._static_headers)
+        if key is not None:
+            headers["Authorization"] = key.authorization
         headers.update(
             nvidia_ocsp_policy_headers(
                 secret.key,
@@ -606,40 +803,45 @@ class UpstreamSession:
                 revoked_grace_period=self.config.ocsp_revoked_grace_period,
             )
         )
-        rid = f"proxy_{request_id}_{attempt}"
         headers["Content-Type"] = "application/json"
         headers["Privatemode-Target-Model"] = model
         headers["Privatemode-Secret-ID"] = secret.id
-        headers["Privatemode-User-Request-ID"] = rid
-        headers["X-Request-ID"] = rid
+        headers["Privatemode-User-Request-ID"] = f"{request_id}_{attempt}"
         return headers
 
-    async def post_embeddings(self, body: dict[str, Any]) -> UpstreamResponse:
-        """Encrypt `body`, send it to `/v1/embeddings`, decrypt the answer.
+    async def post_embeddings(
+        self, body: dict[str, Any], key: ApiKey | None = None
+    ) -> UpstreamResponse:
+        """Encrypt `body`, send it to `/v1/embeddings` with `key`, decrypt the answer.
 
-        Raises `UpstreamUnavailable` (no verified secret), `UpstreamError` (transport failure or
-        a success answer that fails decryption). Upstream error statuses are returned, with their
-        bodies decrypted where possible.
+        Raises `UpstreamAuthError` (the API refused `key` at the exchange), `UpstreamUnavailable`
+        (no verified secret), `UpstreamError` (transport failure or a success answer that fails
+        decryption). Upstream error statuses are returned, with their bodies decrypted where
+        possible.
         """
-        return await self.post_encrypted(EMBEDDINGS_PATH, body)
+        return await self.post_encrypted(EMBEDDINGS_PATH, body, key)
 
-    async def post_encrypted(self, path: str, body: dict[str, Any]) -> UpstreamResponse:
+    async def post_encrypted(
+        self, path: str, body: dict[str, Any], key: ApiKey | None = None
+    ) -> UpstreamResponse:
         model = body.get("model")
         if not isinstance(model, str):
             raise ValueError("the request body must name a 'model'")
         problem = model_name_problem(model)
         if problem is not None:
             raise ValueError(problem)
+        key = self._proxy_key or key
+        slot = self._slot_for(key)
         plaintext = orjson.dumps(body)
-        state = await self._current_state()
+        state = await self._current_state(slot, key)
         secret = state.secret
-        request_id = secrets.token_hex(8)
+        request_id = f"proxy_{uuid7()}"
         renewed = reset_retried = False
         attempt = 0
         while True:
             cipher = RequestCipher(secret.key, secret.id)  # a fresh request nonce per attempt
             content = cipher.encrypt_request(plaintext)
-            headers = self._inference_headers(secret, model, request_id, attempt)
+            headers = self._inference_headers(secret, model, request_id, attempt, key)
             attempt += 1
             try:
                 resp = await self.client.post(
@@ -666,7 +868,7 @@ class UpstreamSession:
                 renewed = True
                 logger.info("upstream does not know our secret; exchanging a new one")
                 # At once, before any other await: exchanges started from now on are trusted.
-                state = await self._renew_state(secret.id, state.exchange_serial)
+                state = await self._renew_state(slot, key, secret.id, state.exchange_serial)
                 secret = state.secret
                 continue
             return self._decode(cipher, resp)
@@ -716,9 +918,13 @@ class UpstreamSession:
             body = error_body(message, type="upstream_error")
         return UpstreamResponse(resp.status_code, body, headers)
 
-    async def get_models(self) -> tuple[int, bytes]:
+    async def get_models(self, key: ApiKey | None = None) -> tuple[int, bytes]:
         """`GET /v1/models`, unencrypted and passed through (protocol §3)."""
         headers = dict(self._static_headers)
+        key = self._proxy_key or key
+        if key is not None:
+            headers["Authorization"] = key.authorization
+        headers["Privatemode-User-Request-ID"] = f"proxy_{uuid7()}"
         try:
             resp = await self.client.get(self.config.api_url + MODELS_PATH, headers=headers)
         except httpx.TimeoutException as exc:
@@ -730,12 +936,46 @@ class UpstreamSession:
         return resp.status_code, resp.content
 
 
-def _auth_hint(status: int) -> str:
-    if status == 401:
-        return " (the API key is missing or wrong)"
-    if status == 403:
-        return " (the API key is not allowed to do this)"
-    return ""
+def refused_api_key(config: SessionConfig) -> str | None:
+    """Ask the API whether it takes the proxy's `--apiKey`; why not, or None.
+
+    One attestation request (the answer is not used): a 401/403 means the key is refused, and
+    the official proxy then refuses to start. Anything else (accepted, unreachable, a 5xx) is
+    None: the session attests properly and retries on its own.
+    """
+    if not config.api_key:
+        return None
+    key = ApiKey(config.api_key, "proxy")
+    body = orjson.dumps({"Nonce": base64.b64encode(secrets.token_bytes(32)).decode("ascii")})
+    headers = {
+        "Content-Type": "application/json",
+        "Privatemode-Version": config.client_version,
+        "Authorization": key.authorization,
+    }
+    try:
+        resp = httpx.post(
+            config.api_url + ATTEST_PATH,
+            content=body,
+            headers=headers,
+            timeout=httpx.Timeout(
+                config.connect_timeout_seconds * 3, connect=config.connect_timeout_seconds
+            ),
+            verify=config.verify_tls,
+        )
+    except httpx.HTTPError:
+        return None
+    if resp.status_code in (401, 403):
+        return str(_auth_error(resp, ATTEST_PATH))
+    return None
+
+
+def _auth_error(resp: httpx.Response, path: str) -> UpstreamAuthError:
+    what = "refused the API key" if resp.status_code == 401 else "does not allow this API key"
+    return UpstreamAuthError(
+        resp.status_code,
+        f"the Privatemode API {what} (HTTP {resp.status_code} from {path}): "
+        f"{_error_message_of(resp.content)}",
+    )
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -570,6 +570,9 @@ class StartupFault:
     times: int | None
     ready: bool
     message: str = ""
+    status: int = 503
+    """What the app gets when the proxy could not become ready."""
+    api_key: str | None = None
 
 
 STARTUP_FAULTS: dict[str, StartupFault] = {
@@ -581,12 +584,15 @@ STARTUP_FAULTS: dict[str, StartupFault] = {
     "secret-500-always": StartupFault(
         SECRET, lambda: respond(500, openai_error("busy")), None, False, "after 3 attempts"
     ),
+    # The proxy's --apiKey refused: the app gets the service's 401 and message, not a 503.
     "attest-401": StartupFault(
         ATTEST,
         lambda: respond(401, openai_error("bad key", type_="authentication_error")),
         None,
         False,
-        "API key is missing or wrong",
+        "bad key",
+        status=401,
+        api_key="pm-refused-key",
     ),
     "attest-garbage": StartupFault(
         ATTEST, lambda: respond(200, b"<html>captive portal</html>"), None, False, "AttestationDoc"
@@ -602,7 +608,10 @@ def test_fault_during_attestation_or_exchange(
     relay.on(spec.path, spec.make(), times=spec.times)
     before = backend.request_log.count(EMBEDDINGS)
     proxy = start_proxy(
-        backend, api_url=relay.url, session_options={"timeout_seconds": STALL_TIMEOUT}
+        backend,
+        api_url=relay.url,
+        api_key=spec.api_key,
+        session_options={"timeout_seconds": STALL_TIMEOUT},
     )
     try:
         health = wait_upstream(proxy.url, timeout=60)
@@ -614,7 +623,7 @@ def test_fault_during_attestation_or_exchange(
         else:
             assert health["upstream"] == "failed", health
             resp = embed(proxy.url, TEXTS[:3])
-            assert resp.status_code == 503, resp.text
+            assert resp.status_code == spec.status, resp.text
             error = error_of(resp)
             assert spec.message in error["message"], error
             assert relay.to(EMBEDDINGS) == []

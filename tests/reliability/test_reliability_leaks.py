@@ -156,7 +156,7 @@ def test_no_secret_or_api_key_in_any_text_the_stack_produced(
         wrong = start_proxy(backend, api_url=backend.url, api_key=wrong_key, log_level="debug")
         others.append(wrong)
         assert wait_upstream(wrong.url)["upstream"] == "failed"
-        assert call(wrong.url, {"model": MODEL, "input": "x"}).status_code == 503
+        assert call(wrong.url, {"model": MODEL, "input": "x"}).status_code == 401
         forged_relay = FaultRelay(backend.url, backend=backend).start()
         others.append(forged_relay)
         forged_relay.on(SECRET, rewrite(_bad_signature, "bad_signature"), times=None)

@@ -21,7 +21,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -202,7 +202,7 @@ class _Backend:
         identity: LocalIdentity,
         engine: EmbeddingEngine,
         *,
-        api_key: str | None,
+        api_keys: Collection[str],
         secrets: SecretStore,
         limits: BackendLimits,
     ) -> None:
@@ -210,7 +210,7 @@ class _Backend:
         self.engine = engine
         self.model = served_model_info(engine)
         self.models = {self.model.id: self.model}
-        self._api_key = api_key.encode("utf-8") if api_key else None
+        self.set_api_keys(api_keys)
         self.secrets = secrets
         self.limits = limits
         self.created = int(time.time())
@@ -218,7 +218,10 @@ class _Backend:
         self.rate_limiter = RateLimiter(limits.rate_limit) if limits.rate_limit else None
 
     def __repr__(self) -> str:
-        return f"_Backend(model={self.model.id!r}, api_key={'set' if self._api_key else 'none'})"
+        return f"_Backend(model={self.model.id!r}, api_keys={len(self._api_keys)})"
+
+    def set_api_keys(self, keys: Collection[str]) -> None:
+        self._api_keys = tuple(key.encode("utf-8") for key in keys if key)
 
     @property
     def runtime(self) -> _Runtime:
@@ -239,7 +242,7 @@ class _Backend:
         return await anyio.to_thread.run_sync(func, *args, limiter=self.runtime.cpu)
 
     def _authorize(self, request: Request) -> None:
-        if self._api_key is None:
+        if not self._api_keys:
             return
         header = request.headers.get("authorization")
         if header is None:
@@ -250,9 +253,10 @@ class _Backend:
                 code="invalid_api_key",
             )
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode("utf-8"), self._api_key
-        ):
+        given = token.strip().encode("utf-8")
+        # Compared with every key, so the time taken does not say which one nearly matched.
+        matches = [hmac.compare_digest(given, key) for key in self._api_keys]
+        if scheme.lower() != "bearer" or not any(matches):
             raise ApiError(
                 401,
                 "incorrect API key provided; send the backend's key as 'Authorization: Bearer "
@@ -457,16 +461,21 @@ def create_app(
     clock: Clock = time.monotonic,
     request_log: RequestLog | None = None,
     limits: BackendLimits | None = None,
+    api_keys: Collection[str] = (),
 ) -> Starlette:
     """The local backend as an ASGI app (run it with a lifespan: it starts the engine worker).
+
+    With `api_key` and/or `api_keys` set, every endpoint but `/healthz` wants one of those keys
+    as `Authorization: Bearer <key>` and answers 401 otherwise, as the real service does.
 
     `app.state.secrets` is its `SecretStore`, `app.state.request_log` its `RequestLog` and
     `app.state.backend` the handlers' shared state.
     """
     secrets = SecretStore(secret_ttl, clock=clock)
     log = request_log if request_log is not None else RequestLog()
+    keys = {*api_keys, *([api_key] if api_key else [])}
     backend = _Backend(
-        identity, engine, api_key=api_key, secrets=secrets, limits=limits or BackendLimits()
+        identity, engine, api_keys=keys, secrets=secrets, limits=limits or BackendLimits()
     )
     routes = [
         Route(ATTEST_PATH, _guarded(backend.attest), methods=["POST"]),
@@ -508,7 +517,9 @@ class LocalBackend:
         clock: Clock = time.monotonic,
         identity: LocalIdentity | None = None,
         limits: BackendLimits | None = None,
+        api_keys: Collection[str] = (),
     ) -> None:
+        """`api_key`/`api_keys`: the keys it accepts (any of them); none set: no key wanted."""
         self.workspace = Path(workspace)
         self.identity = (
             identity if identity is not None else LocalIdentity.load_or_create(self.workspace)
@@ -517,6 +528,7 @@ class LocalBackend:
         self.host = host
         self._port = port
         self._api_key = api_key
+        self._api_keys = tuple(api_keys)
         self._secret_ttl = secret_ttl
         self._clock = clock
         self._limits = limits
@@ -585,12 +597,22 @@ class LocalBackend:
             clock=self._clock,
             request_log=self.request_log,
             limits=self._limits,
+            api_keys=self._api_keys,
         )
         server = ServerThread(app, host=self.host, port=self._port)
         server.start()
         self._port = server.port
         self._app, self._server = app, server
         return self
+
+    def set_api_keys(self, keys: Collection[str]) -> None:
+        """Change the accepted keys while running (revoke one, as the real service can)."""
+        self._api_keys = tuple(keys)
+        self._api_key = None
+        if self._app is not None:
+            backend = self._app.state.backend
+            assert isinstance(backend, _Backend)
+            backend.set_api_keys(self._api_keys)
 
     def stop(self) -> None:
         if self._server is None:
