@@ -35,7 +35,7 @@ from privatemode_proxy.attestation import (
     AttestationError,
     AttestationResult,
     CertificateSource,
-    TcbParts,
+    CollateralUnavailableError,
     TrustedRoot,
     verify_attestation,
 )
@@ -204,38 +204,6 @@ class _EndpointError(Exception):
 
 _FINAL_STATUSES = frozenset(range(400, 500)) - {408, 425, 429}
 """Answers of attest/secret that another attempt won't change (401/403 become auth errors)."""
-
-
-class _FetchRecorder:
-    """A `CertificateSource` that notes whether fetching an AMD certificate or CRL failed.
-
-    A verification that failed only because KDS was unreachable is worth another attempt; one
-    that failed on the evidence itself is final.
-    """
-
-    def __init__(self, source: CertificateSource) -> None:
-        self._source = source
-        self.failed = False
-
-    def vcek(self, product_line: str, chip_id: bytes, reported_tcb: TcbParts) -> bytes:
-        return self._note(lambda: self._source.vcek(product_line, chip_id, reported_tcb))
-
-    def cert_chain(self, product_line: str) -> bytes:
-        return self._note(lambda: self._source.cert_chain(product_line))
-
-    def crl(self, product_line: str) -> bytes:
-        return self._note(lambda: self._source.crl(product_line))
-
-    def _note(self, fetch: Callable[[], bytes]) -> bytes:
-        try:
-            return fetch()
-        except Exception:
-            self.failed = True
-            raise
-
-
-_FETCH_CHECKS = frozenset({"CERTIFICATES", "REVOCATION"})
-"""The verifier's checks that fail when a certificate or CRL could not be fetched."""
 
 
 def uuid7() -> uuid.UUID:
@@ -701,7 +669,6 @@ class UpstreamSession:
                 f"attestation of {cfg.api_url} failed: could not get the expected manifest: {exc}",
                 final=False,
             ) from None
-        fetches = _FetchRecorder(cfg.certificates) if cfg.certificates is not None else None
         try:
             # Off the event loop: the verifier may fetch certificates and does RSA/ECDSA work.
             result = await asyncio.to_thread(
@@ -710,14 +677,15 @@ class UpstreamSession:
                 attestation_doc,
                 expected_manifest=expected_manifest,
                 trusted_roots=cfg.trusted_roots,
-                certificates=fetches,
+                certificates=cfg.certificates,
             )
         except AttestationError as exc:
             self._attestation = None
-            # Unreachable KDS is transient; anything wrong with the evidence itself is final.
-            transient = fetches is not None and fetches.failed and exc.checks <= _FETCH_CHECKS
+            # Collateral that could not be fetched (AMD KDS down) is transient; anything wrong
+            # with the evidence itself, a manifest mismatch included, is final.
             raise AttestationFailed(
-                f"attestation of {cfg.api_url} failed: {exc}", final=not transient
+                f"attestation of {cfg.api_url} failed: {exc}",
+                final=not isinstance(exc, CollateralUnavailableError),
             ) from None
         self._attestation = result
         logger.info(
