@@ -103,7 +103,7 @@ def _check_product_line(product_line: str) -> str:
     return product_line
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -166,7 +166,7 @@ class KdsCertificateCache:
             load_certificate(data)
         except EvidenceError as exc:
             raise CertificateUnavailableError(f"KDS answered a bad VCEK for {url}: {exc}") from None
-        _write_atomically(path, data)
+        write_atomically(path, data)
         return data
 
     def crl(self, product_line: str) -> bytes:
@@ -186,7 +186,7 @@ class KdsCertificateCache:
             load_crl(data)
         except EvidenceError as exc:
             raise CertificateUnavailableError(f"KDS answered a bad CRL: {exc}") from None
-        _write_atomically(path, data)
+        write_atomically(path, data)
         return data
 
     # -- helpers ----------------------------------------------------------------------------------

@@ -709,10 +709,6 @@ class LocalIdentity:
     def mesh_ca_pem(self) -> bytes:
         return self._mesh_ca_pem
 
-    @property
-    def root_ca_pem(self) -> bytes:
-        return self._root_ca_pem
-
     def crl_der(self, now: datetime | None = None) -> bytes:
         """The current ARK-signed CRL (renewed when it nears its nextUpdate)."""
         return self._refresh_crl(now or datetime.now(UTC))
@@ -792,8 +788,6 @@ class LocalIdentity:
             root_ca=self._root_ca_pem,
             mesh_ca=self._mesh_ca_pem,
         ).to_json()
-
-    make_attestation_doc = attestation_doc
 
     def privatemode_attest_response(self, nonce: bytes) -> bytes:
         """The `/privatemode/v1/attest` response body: ``{"AttestationDoc": <base64>}``."""
