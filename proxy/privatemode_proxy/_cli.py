@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from privatemode_proxy import __version__
 from privatemode_proxy._apikey import clean_api_key, key_forms, redact
 from privatemode_proxy._batching import BatchLimits
+from privatemode_proxy._coalescing import coalescing_for
 from privatemode_proxy._pacing import rate_limits_for
 from privatemode_proxy._server import ProxyConfig, create_proxy_app
 from privatemode_proxy._serving import PortInUseError, bind_socket, raise_open_file_limit
@@ -252,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="S",
         help="The window in seconds (default: 60).",
+    )
+    rate.add_argument(
+        "--coalesceWindowMs",
+        type=_non_negative_int,
+        metavar="MS",
+        help="Pack small requests of one key that arrive within MS milliseconds (and, when "
+        "paced, while they would wait anyway) into one upstream request; 0: off (default: 20 "
+        "when rate limits apply, else off).",
     )
     log = parser.add_argument_group("logging")
     log.add_argument(
@@ -503,17 +512,19 @@ def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> Prox
     counters = None
     if local_backend is not None:
         counters = {local_backend.model_id: local_backend.engine.count_tokens}
+    rate_limits = rate_limits_for(
+        api_url,
+        requests=args.rateLimitRequests,
+        tokens=args.rateLimitTokens,
+        window_seconds=args.rateLimitWindow,
+    )
     return ProxyConfig(
         session=session,
         limits=limits,
         local_mode=local_backend is not None,
         token_counters=counters,
-        rate_limits=rate_limits_for(
-            api_url,
-            requests=args.rateLimitRequests,
-            tokens=args.rateLimitTokens,
-            window_seconds=args.rateLimitWindow,
-        ),
+        rate_limits=rate_limits,
+        coalescing=coalescing_for(args.coalesceWindowMs, paced=rate_limits is not None),
     )
 
 

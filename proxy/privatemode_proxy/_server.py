@@ -33,6 +33,7 @@ from privatemode_proxy._batching import (
     split_batches,
 )
 from privatemode_proxy._catalogue import CATALOGUE, ModelInfo
+from privatemode_proxy._coalescing import Coalescer, CoalescingConfig, PackAnswer
 from privatemode_proxy._encoding import (
     ENCODING_FORMATS,
     FloatMatrix,
@@ -81,6 +82,8 @@ class ProxyConfig:
     catalogue: Mapping[str, ModelInfo] = field(default_factory=lambda: dict(CATALOGUE))
     rate_limits: RateLimits | None = None
     """Pacing per upstream API key (see `_pacing`); None: requests go out as they come."""
+    coalescing: CoalescingConfig | None = None
+    """Packing of small requests into one upstream request (see `_coalescing`); None: off."""
 
 
 class ApiError(Exception):
@@ -466,6 +469,7 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
     """The proxy as an ASGI app; the upstream session lives on the app's event loop."""
     session = UpstreamSession(config.session)
     service = EmbeddingsService(config, session)
+    coalescer = Coalescer(config.coalescing) if config.coalescing is not None else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -523,6 +527,9 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
         key = session.api_key_for(request.headers.get("authorization"))
         pacing = service.pacing_for(_key_label(key), request.headers)
         try:
+            if coalescer is not None and coalescer.accepts(len(req.texts)):
+                body = await _embed_coalesced(service, coalescer, req, key, pacing)
+                return Response(body, media_type=_JSON)
             return Response(await service.embed(req, pacing, key), media_type=_JSON)
         except PacingRefused as exc:
             raise ApiError(
@@ -571,6 +578,69 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
         return HTMLResponse(_status_html(status))
 
     return app
+
+
+# -- coalescing ----------------------------------------------------------------------------------
+
+
+async def _embed_coalesced(
+    service: EmbeddingsService,
+    coalescer: Coalescer,
+    req: EmbeddingsRequest,
+    key: ApiKey | None,
+    pacing: PacingContext | None,
+) -> bytes:
+    """Serve a small request as part of a pack (see `_coalescing`), validated on its own first."""
+    info = service.config.catalogue.get(req.model)
+    if info is not None and req.dimensions is not None:
+        problem = info.check_dimensions(req.dimensions)
+        if problem is not None:
+            raise ApiError(400, problem, param="dimensions", code="invalid_dimensions")
+    await service._plan(info, req.texts)  # refuses an input that is too long, before packing
+    tokens = service.estimator.counts(info, req.texts)
+    if pacing is not None:
+        PacingContext(pacing.pacer, pacing.deadline, tokens).check_fits([(0, len(tokens))])
+    limits = service.config.limits
+    max_inputs = limits.inputs_for(info) if info is not None else 2048
+    max_tokens = limits.tokens_for(info) if info is not None else 300_000
+    if pacing is not None and pacing.pacer.token_budget is not None:
+        max_tokens = min(max_tokens, pacing.pacer.token_budget)
+    extra = orjson.dumps(req.passthrough, option=orjson.OPT_SORT_KEYS)
+    pack_key = (_key_label(key), req.model, req.dimensions, extra)
+
+    async def run(texts: list[str], deadline: float) -> PackAnswer:
+        pack = EmbeddingsRequest(req.model, texts, "base64", req.dimensions, dict(req.passthrough))
+        paced = PacingContext(pacing.pacer, deadline) if pacing is not None else None
+        answer = orjson.loads(await service.embed(pack, paced, key))
+        usage = answer.get("usage") or {}
+        others = {k: v for k, v in answer.items() if k not in ("object", "data", "model", "usage")}
+        return PackAnswer(
+            decode_embeddings(answer["data"], len(texts)),
+            _int_or_none(usage.get("prompt_tokens")),
+            _int_or_none(usage.get("total_tokens")),
+            str(answer.get("model") or req.model),
+            others,
+        )
+
+    share = await coalescer.submit(
+        pack_key,
+        req.texts,
+        tokens,
+        deadline=pacing.deadline if pacing is not None else time.monotonic() + 600.0,
+        run=run,
+        is_input_error=lambda exc: isinstance(exc, ApiError) and exc.status_code in (400, 413),
+        max_inputs=max_inputs,
+        max_tokens=max_tokens,
+        room_at=pacing.pacer.projected_start if pacing is not None else None,
+    )
+    body = {
+        **share.extra,
+        "object": "list",
+        "data": encode_embeddings(share.vectors, req.encoding_format),
+        "model": share.model,
+        "usage": {"prompt_tokens": share.prompt_tokens, "total_tokens": share.total_tokens},
+    }
+    return orjson.dumps(body, option=_NUMPY)
 
 
 def _key_label(key: ApiKey | None) -> str:
