@@ -18,7 +18,7 @@ import logging
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -141,6 +141,8 @@ class FrameworkRun:
     title: str
     index_seconds: float
     answers: tuple[Answer, ...]
+    chunks: int
+    """How many pieces the documents were split into (the model takes 256 tokens per text)."""
 
     @property
     def correct(self) -> int:
@@ -156,8 +158,19 @@ def _timed_answers(corpus: Corpus, retrieve: Callable[[str], list[Hit]]) -> tupl
     return tuple(answers)
 
 
+def _best_per_document(scored: Iterable[tuple[str, float]], top_k: int) -> list[Hit]:
+    """The first `top_k` distinct documents of a ranking of chunks (a document's best chunk)."""
+    hits: dict[str, Hit] = {}
+    for doc_id, score in scored:
+        if doc_id not in hits:
+            hits[doc_id] = Hit(doc_id, score)
+            if len(hits) == top_k:
+                break
+    return list(hits.values())
+
+
 def run_langchain(base_url: str, corpus: Corpus, top_k: int) -> FrameworkRun:
-    """LangChain: PrivatemodeEmbeddings -> InMemoryVectorStore -> similarity search."""
+    """LangChain: split to fit the model -> InMemoryVectorStore -> similarity search."""
     from langchain_core.documents import Document
     from langchain_core.vectorstores import InMemoryVectorStore
 
@@ -166,27 +179,28 @@ def run_langchain(base_url: str, corpus: Corpus, top_k: int) -> FrameworkRun:
     embeddings = PrivatemodeEmbeddings(base_url=base_url, model=LOCAL_MODEL)
     store = InMemoryVectorStore(embedding=embeddings)
     start = time.perf_counter()
-    store.add_documents(
-        [
-            Document(page_content=d.text, metadata={"topic": d.topic}, id=d.id)
-            for d in corpus.documents
-        ]
+    chunks = embeddings.text_splitter().split_documents(
+        [Document(page_content=d.text, metadata={"doc_id": d.id}) for d in corpus.documents]
     )
+    store.add_documents(chunks)
     index_seconds = time.perf_counter() - start
 
     def retrieve(query: str) -> list[Hit]:
-        found = store.similarity_search_with_score(query, k=top_k)
-        return [Hit(str(doc.id), float(score)) for doc, score in found]
+        found = store.similarity_search_with_score(query, k=len(chunks))
+        return _best_per_document(
+            ((str(doc.metadata["doc_id"]), float(score)) for doc, score in found), top_k
+        )
 
     return FrameworkRun(
         "LangChain  - InMemoryVectorStore + PrivatemodeEmbeddings",
         index_seconds,
         _timed_answers(corpus, retrieve),
+        len(chunks),
     )
 
 
 def run_llamaindex(base_url: str, corpus: Corpus, top_k: int) -> FrameworkRun:
-    """LlamaIndex: PrivatemodeEmbedding -> VectorStoreIndex (default splitter) -> retriever."""
+    """LlamaIndex: PrivatemodeEmbedding -> VectorStoreIndex (its node parser) -> retriever."""
     from llama_index.core import Document, VectorStoreIndex
 
     from privatemode_integrations import PrivatemodeEmbedding
@@ -203,20 +217,24 @@ def run_llamaindex(base_url: str, corpus: Corpus, top_k: int) -> FrameworkRun:
         for d in corpus.documents
     ]
     start = time.perf_counter()
-    index = VectorStoreIndex.from_documents(documents, embed_model=embed_model)
+    index = VectorStoreIndex.from_documents(
+        documents, embed_model=embed_model, transformations=[embed_model.node_parser()]
+    )
     index_seconds = time.perf_counter() - start
-    retriever = index.as_retriever(similarity_top_k=top_k)
+    chunks = len(index.docstore.docs)
+    retriever = index.as_retriever(similarity_top_k=chunks)
 
     def retrieve(query: str) -> list[Hit]:
-        return [
-            Hit(str(hit.node.ref_doc_id), float(hit.score or 0.0))
-            for hit in retriever.retrieve(query)
-        ]
+        ranked = retriever.retrieve(query)
+        return _best_per_document(
+            ((str(hit.node.ref_doc_id), float(hit.score or 0.0)) for hit in ranked), top_k
+        )
 
     return FrameworkRun(
         "LlamaIndex - VectorStoreIndex + PrivatemodeEmbedding",
         index_seconds,
         _timed_answers(corpus, retrieve),
+        chunks,
     )
 
 
@@ -271,7 +289,11 @@ def attestation_lines(status: dict[str, Any]) -> list[str]:
 
 def print_run(run: FrameworkRun, corpus: Corpus, out: TextIO) -> None:
     print(f"\n== {run.title}", file=out)
-    print(f"   indexed {len(corpus.documents)} documents in {_ms(run.index_seconds)}", file=out)
+    pieces = f" ({run.chunks} chunks)" if run.chunks != len(corpus.documents) else ""
+    print(
+        f"   indexed {len(corpus.documents)} documents{pieces} in {_ms(run.index_seconds)}",
+        file=out,
+    )
     for n, answer in enumerate(run.answers, 1):
         q = answer.question
         print(f"\n   Q{n}: {q.text}  [{_ms(answer.seconds)}]", file=out)
@@ -332,6 +354,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
     from privatemode_proxy import LocalStack
 
+    from privatemode_integrations import PrivatemodeError
+
     print(
         "privatemode-demo: confidential RAG on the bundled local backend "
         f"({LOCAL_MODEL}, {len(corpus.documents)} documents, {len(corpus.questions)} questions)",
@@ -365,7 +389,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
         runs = []
         for run_framework in (run_langchain, run_llamaindex):
-            run = run_framework(stack.base_url, corpus, args.top_k)
+            try:
+                run = run_framework(stack.base_url, corpus, args.top_k)
+            except PrivatemodeError as exc:
+                print(f"privatemode-demo: embedding the corpus failed: {exc}", file=sys.stderr)
+                return 2
             print_run(run, corpus, out)
             out.flush()
             runs.append(run)

@@ -137,3 +137,52 @@ def test_an_unreadable_corpus_exits_2_naming_the_file(
     missing = tmp_path / "nope.json"
     assert main(["--corpus", str(missing)], out=io.StringIO()) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_a_corpus_of_long_texts_is_split_and_answered(tmp_path: Path) -> None:
+    """Ordinary 150-300-word texts (two in Markdown), over the model's 256 tokens: split, no
+    traceback, and the questions still find their documents."""
+    folder = Path(__file__).resolve().parent.parent / "integrations" / "documents"
+
+    def paragraph(name: str, opening: str) -> str:
+        text = (folder / name).read_text()
+        return next(p for p in re.split(r"\n\s*\n", text) if p.startswith(opening))
+
+    texts = {
+        "gettysburg": paragraph("gettysburg-address.txt", "Four score"),
+        "truths": paragraph("declaration-of-independence.txt", "We hold these truths"),
+        "proxy-cpu": paragraph("benchmark-analysis.md", "**Why the proxy keeps"),
+        "attacks": paragraph("reliability.md", "Attacks, case by case"),
+    }
+    assert all(150 <= len(t.split()) <= 400 for t in texts.values())
+    questions = [
+        ("a great civil war and a battlefield dedicated to the soldiers who died", "gettysburg"),
+        ("unalienable rights: life, liberty and the pursuit of happiness", "truths"),
+        ("why does the proxy cost CPU time: decrypting, base64 and re-encoding", "proxy-cpu"),
+        ("attacks with a changed measurement and re-signed evidence", "attacks"),
+    ]
+    corpus = tmp_path / "long.json"
+    corpus.write_text(
+        json.dumps(
+            {
+                "documents": [{"id": k, "topic": "history", "text": t} for k, t in texts.items()],
+                "questions": [{"question": q, "expected_id": e} for q, e in questions],
+            }
+        )
+    )
+    script = Path(sys.executable).with_name("privatemode-demo")
+    proc = subprocess.run(
+        [str(script), "--corpus", str(corpus), "--top-k", "2"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"indexed 4 documents \(\d+ chunks\)", proc.stdout), proc.stdout
+    hits = parse_hits(proc.stdout)
+    for framework in SECTIONS:
+        for question, expected in questions:
+            ranked = hits[framework][question]
+            assert ranked[0][0] == expected and len({d for d, _ in ranked}) == 2, ranked

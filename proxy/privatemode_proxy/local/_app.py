@@ -54,6 +54,7 @@ from ..protocol import (
 from ._batcher import (
     DEFAULT_MAX_BATCH_TEXTS,
     DEFAULT_MAX_BATCH_TOKENS,
+    BackendStopping,
     BatcherStats,
     EmbeddingBatcher,
 )
@@ -421,6 +422,11 @@ def _guarded(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         try:
             return await handler(request)
+        except BackendStopping:
+            logger.debug("%s %s: the backend is stopping", request.method, request.url.path)
+            return _error_response(
+                ApiError(503, "the local backend is stopping", type=SERVER, code="stopping")
+            )
         except ApiError as error:
             if error.status >= 500:
                 logger.warning("%s %s -> %d", request.method, request.url.path, error.status)

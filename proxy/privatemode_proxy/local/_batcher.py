@@ -25,6 +25,14 @@ from ._engine import EmbeddingEngine
 
 logger = logging.getLogger("privatemode_proxy.local")
 
+
+class BackendStopping(RuntimeError):
+    """The batcher or the process is shutting down; the request was not embedded.
+
+    Not an engine failure: at Ctrl-C the interpreter refuses new work for the engine's thread
+    pool before the server stops, and each batch still queued ends here, quietly.
+    """
+
 DEFAULT_MAX_BATCH_TOKENS = 8192
 """Padded tokens (inputs x longest input) per engine call: bounds latency and memory."""
 DEFAULT_MAX_BATCH_TEXTS = 256
@@ -133,7 +141,7 @@ class EmbeddingBatcher:
             job = self._jobs.popleft()
             for piece in job.pieces:
                 if not piece.future.done():
-                    piece.future.set_exception(RuntimeError("the embedding backend is stopping"))
+                    piece.future.set_exception(BackendStopping("the embedding backend is stopping"))
         if self._executor is not None:
             # An engine call in progress cannot be interrupted; don't block the loop on it.
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -223,7 +231,11 @@ class EmbeddingBatcher:
     async def _call_engine(self, texts: list[str]) -> Vectors:
         assert self._executor is not None
         loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self._executor, self._engine.embed, texts)
+        try:
+            pending = loop.run_in_executor(self._executor, self._engine.embed, texts)
+        except RuntimeError as exc:  # "cannot schedule new futures after (interpreter) shutdown"
+            raise BackendStopping("the embedding backend is stopping") from exc
+        vectors = await pending
         result = np.asarray(vectors, dtype=np.float32)
         if result.shape != (len(texts), self._engine.dimensions):
             raise RuntimeError(f"the engine returned shape {result.shape} for {len(texts)} inputs")
@@ -242,6 +254,11 @@ class EmbeddingBatcher:
         self.stats.most_requests_in_a_batch = max(self.stats.most_requests_in_a_batch, requests)
         try:
             vectors = await self._call_engine(texts)
+        except BackendStopping as exc:
+            logger.debug("embedding batch dropped: the backend is stopping")
+            for piece in live:
+                _fail(piece, exc)
+            return
         except Exception as exc:
             self.stats.engine_failures += 1
             # The type only: an engine's message could quote the input.
