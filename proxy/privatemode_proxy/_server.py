@@ -58,6 +58,7 @@ from privatemode_proxy._session import (
     UpstreamError,
     UpstreamResponse,
     UpstreamSession,
+    error_type_for_status,
     model_name_problem,
 )
 from privatemode_proxy._token_estimate import TokenEstimator
@@ -98,6 +99,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -106,8 +108,14 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = dict(headers or {})
+        self.body = body
+        """The whole answer, when it is an upstream error passed through as it came."""
 
     def response(self) -> Response:
+        if self.body is not None:
+            return Response(
+                orjson.dumps(self.body), self.status_code, headers=self.headers, media_type=_JSON
+            )
         return error_response(
             self.status_code, self.message, self.error_type, self.param, self.code, self.headers
         )
@@ -440,25 +448,24 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _upstream_error(answer: UpstreamResponse, where: str) -> ApiError:
-    err = answer.body.get("error")
-    err = err if isinstance(err, dict) else {}
+    """An upstream error answer, passed through as the official proxy does: its status, its
+    (decrypted) body and its rate-limit headers. Only a split request's sub-request is named in
+    the message, so the app knows which inputs it concerns."""
+    body = dict(answer.body)
+    err = body.get("error")
+    err = dict(err) if isinstance(err, dict) else {}
     message = str(err.get("message") or "upstream error")
-    status = answer.status_code
-    if 400 <= status < 500:
-        # Upstream 4xx: passed on with its status and its (decrypted) message.
-        return ApiError(
-            status,
-            f"{message}{where}",
-            error_type=str(err.get("type") or "invalid_request_error"),
-            param=err.get("param") if isinstance(err.get("param"), str) else None,
-            code=err.get("code") if isinstance(err.get("code"), str) else None,
-            headers=answer.headers,
-        )
+    if where:
+        err["message"] = message + where
+        body["error"] = err
     return ApiError(
-        502,
-        f"upstream answered HTTP {status}{where}: {message}",
-        error_type="upstream_error",
-        code="upstream_error",
+        answer.status_code,
+        message + where,
+        error_type=str(err.get("type") or error_type_for_status(answer.status_code)),
+        param=err.get("param") if isinstance(err.get("param"), str) else None,
+        code=err.get("code") if isinstance(err.get("code"), str) else None,
+        headers=answer.headers,
+        body=body,
     )
 
 

@@ -206,6 +206,25 @@ _FINAL_STATUSES = frozenset(range(400, 500)) - {408, 425, 429}
 """Answers of attest/secret that another attempt won't change (401/403 become auth errors)."""
 
 
+_PASSED_HEADERS = frozenset({"retry-after", "retry-after-ms", "www-authenticate"})
+"""Headers of an upstream error answer that reach the app (with every `x-ratelimit-*`)."""
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_type_for_status(status: int) -> str:
+    """OpenAI's error `type` for an HTTP status, for answers that do not say."""
+    return _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
 def uuid7() -> uuid.UUID:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits (Python 3.14 has one)."""
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
@@ -845,8 +864,7 @@ class UpstreamSession:
         headers = {
             k: v
             for k, v in resp.headers.items()
-            if k.lower() in ("retry-after", "retry-after-ms")
-            or k.lower().startswith("x-ratelimit-")
+            if k.lower() in _PASSED_HEADERS or k.lower().startswith("x-ratelimit-")
         }
         encrypted = resp.headers.get("Privatemode-Encrypted", "").lower() != "false"
         content = resp.content
@@ -882,8 +900,9 @@ class UpstreamSession:
             except orjson.JSONDecodeError:
                 body = None
         if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+            # Not OpenAI-shaped (a gateway's HTML page, plain text): wrapped, never dropped.
             message = _error_message_of(content) if content else resp.reason_phrase
-            body = error_body(message, type="upstream_error")
+            body = error_body(message, type=error_type_for_status(resp.status_code))
         return UpstreamResponse(resp.status_code, body, headers)
 
     async def get_models(self, key: ApiKey | None = None) -> tuple[int, bytes]:

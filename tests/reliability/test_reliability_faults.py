@@ -377,6 +377,8 @@ class Refusal:
     message: str
     forwarded: bool = True  # whether the request reached the backend
     times: int = 1  # how many requests in a row meet the fault
+    error_type: str = "upstream_error"
+    """`upstream_error`: the proxy refused the answer; else the upstream's error passed through."""
 
 
 REFUSALS: dict[str, Refusal] = {
@@ -435,12 +437,26 @@ REFUSALS: dict[str, Refusal] = {
         lambda: _oracle(_wrong_length, name="row_wrong_length"), 502, "unusable"
     ),
     # protocol errors that are not retried, or retried once only
-    "no-secret-twice": Refusal(no_secret_for_id, 502, "no secret for ID", forwarded=False, times=2),
+    # Upstream error answers pass through with their status (protocol §5), after the one retry.
+    "no-secret-twice": Refusal(
+        no_secret_for_id,
+        500,
+        "no secret for ID",
+        forwarded=False,
+        times=2,
+        error_type="server_error",
+    ),
     "reset-twice": Refusal(reset, 502, "failed twice", forwarded=False, times=2),
     "plain-500": Refusal(
-        lambda: respond(500, openai_error("worker crashed")), 502, "HTTP 500", forwarded=False
+        lambda: respond(500, openai_error("worker crashed")),
+        500,
+        "worker crashed",
+        forwarded=False,
+        error_type="server_error",
     ),
-    "backend-down": Refusal(backend_down, 502, "HTTP 502", forwarded=False),
+    "backend-down": Refusal(
+        backend_down, 502, "connection refused", forwarded=False, error_type="server_error"
+    ),
 }
 
 
@@ -458,7 +474,7 @@ def test_fault_fails_the_request_clearly_with_no_vector(rig: Rig, case: str) -> 
     assert resp.status_code == spec.status, resp.text
     error = error_of(resp)
     assert spec.message in error["message"], error
-    assert error["type"] == "upstream_error"
+    assert error["type"] == spec.error_type
     calls = rig.relay.to(EMBEDDINGS)
     assert len(calls) == spec.times, [c.action for c in calls]  # retried only where §5 says
     assert calls[0].forwarded is spec.forwarded
