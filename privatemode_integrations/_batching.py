@@ -25,13 +25,16 @@ class ModelLimits:
 
 
 DEFAULT_LIMITS = ModelLimits(
-    max_inputs_per_request=128,
-    max_tokens_per_request=32_000,
-    max_tokens_per_input=512,
+    max_inputs_per_request=2048,
+    max_tokens_per_request=300_000,
+    max_tokens_per_input=8192,
     source="default",
 )
-"""For a model neither the server nor the catalogue describes: small enough for any
-OpenAI-compatible server we know of."""
+"""For a model neither the server nor the catalogue describes: the OpenAI API's own limits
+(2,048 inputs and 300,000 tokens per request, 8,192 tokens per input). Generous on purpose:
+langchain-openai sends 1,000 inputs per request to any model, and small fixed defaults cost
+an unknown model 8x its requests (and its rate limit). A server that takes fewer says so in
+its `/v1/models` entry, or the caller sets `batch_size`."""
 
 _LIMIT_KEYS = {
     "max_inputs_per_request": ("max_inputs_per_request", "max_batch_size", "max_inputs"),

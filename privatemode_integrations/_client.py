@@ -673,11 +673,17 @@ class EmbeddingsClient:
         return first + [i for i in order if i not in set(first)]
 
     def _plan(
-        self, texts: list[str], limits: ModelLimits | None, progress: bool = False
+        self,
+        texts: list[str],
+        limits: ModelLimits | None,
+        progress: bool = False,
+        call_batch_size: int | None = None,
     ) -> list[range]:
         if limits is None:
             return [range(0, len(texts))]
         batch_size = self.batch_size
+        if call_batch_size is not None:
+            batch_size = min(batch_size or call_batch_size, call_batch_size)
         if progress:
             step = max(_PROGRESS_MIN_INPUTS, -(-len(texts) // _PROGRESS_STEPS))
             batch_size = min(batch_size or step, step)
@@ -691,12 +697,19 @@ class EmbeddingsClient:
         )
         return batches
 
-    def embed(self, texts: Sequence[str], *, show_progress: bool | None = None) -> Vectors:
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        show_progress: bool | None = None,
+        batch_size: int | None = None,
+    ) -> Vectors:
         """Embed `texts`; one float32 row per input, in input order.
 
         The whole call is checked first: an input certainly too long for the model fails it
         with `InputTooLongError` naming every such input, before any request is sent.
-        `show_progress` overrides `show_progress_bar` for this call.
+        `show_progress` overrides `show_progress_bar` for this call; `batch_size` caps the
+        inputs per request for this call (the smaller of it and the client's wins).
         """
         items = check_texts(texts)
         if not items:
@@ -704,7 +717,7 @@ class EmbeddingsClient:
         show = self.show_progress_bar if show_progress is None else show_progress
         limits = self.limits() if len(items) > 1 else self._known_limits()
         self._check_lengths(items, limits)
-        batches = self._plan(items, limits if len(items) > 1 else None, show)
+        batches = self._plan(items, limits if len(items) > 1 else None, show, batch_size)
         order = self._order(items, batches, limits)
         results: list[Vectors | None] = [None] * len(batches)
         workers = min(self.max_concurrency, len(batches))
@@ -731,7 +744,13 @@ class EmbeddingsClient:
                     pool.shutdown(wait=True, cancel_futures=True)
         return _merge(results)
 
-    async def aembed(self, texts: Sequence[str], *, show_progress: bool | None = None) -> Vectors:
+    async def aembed(
+        self,
+        texts: Sequence[str],
+        *,
+        show_progress: bool | None = None,
+        batch_size: int | None = None,
+    ) -> Vectors:
         """Embed `texts` without blocking the event loop; same result as `embed`."""
         items = check_texts(texts)
         if not items:
@@ -739,7 +758,7 @@ class EmbeddingsClient:
         show = self.show_progress_bar if show_progress is None else show_progress
         limits = await self.alimits() if len(items) > 1 else self._known_limits()
         self._check_lengths(items, limits)
-        batches = self._plan(items, limits if len(items) > 1 else None, show)
+        batches = self._plan(items, limits if len(items) > 1 else None, show, batch_size)
         order = self._order(items, batches, limits)
         state = self._loop_state()
         with self._progress(len(items), show) as bar:

@@ -6,6 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.events.embedding import (
+    EmbeddingEndEvent,
+    EmbeddingStartEvent,
+)
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from privatemode_integrations import _settings
@@ -14,6 +20,9 @@ from privatemode_integrations._core_cache import CoreCache
 
 if TYPE_CHECKING:
     from llama_index.core.node_parser import SentenceSplitter
+
+# The dispatcher `BaseEmbedding` reports through, so our events look exactly like its own.
+dispatcher = get_dispatcher("llama_index.core.base.embeddings.base")
 
 
 def _api_key_from_env() -> SecretStr | None:
@@ -30,12 +39,15 @@ class PrivatemodeEmbedding(BaseEmbedding):
         Settings.embed_model = PrivatemodeEmbedding()       # the real service, via your proxy
         Settings.embed_model = PrivatemodeEmbedding.local() # the bundled offline stack
 
-    LlamaIndex hands over up to `embed_batch_size` texts at a time (default 2048, not LlamaIndex's
-    10); the client packs them into as few requests as the model's limits allow, sends at most
-    `max_concurrency` at once, and retries each request at most `max_retries` times. Instrumentation
-    events (`EmbeddingStartEvent`/`EmbeddingEndEvent`) are emitted by the base class as usual.
-    An empty string is embedded like any other text; a text too long for the model fails the call
-    with `InputTooLongError` naming its index.
+    `get_text_embedding_batch` embeds the whole list in one client call: the client packs it into
+    as few requests as the model's limits allow, at most `embed_batch_size` (default 2048, not
+    LlamaIndex's 10) and `batch_size` texts each, sends up to `max_concurrency` at once
+    (LlamaIndex's own loop would send one batch at a time), and retries each request at most
+    `max_retries` times. Instrumentation events (`EmbeddingStartEvent`/`EmbeddingEndEvent`,
+    callback-manager events) are reported per `embed_batch_size` batch as LlamaIndex does, and
+    the rate limiter, if any, is asked once per batch. With an `embeddings_cache` the base
+    class's loop runs. An empty string is embedded like any other text; a text too long for the
+    model fails the call with `InputTooLongError` naming its index.
     """
 
     model_config = ConfigDict(
@@ -132,6 +144,38 @@ class PrivatemodeEmbedding(BaseEmbedding):
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
         return (await self.client.aembed([text]))[0].tolist()  # type: ignore[no-any-return]
+
+    @dispatcher.span
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """Embed `texts`, all batches concurrently; one vector per text, in order."""
+        if self.embeddings_cache is not None or not texts:
+            return super().get_text_embedding_batch(texts, show_progress, **kwargs)
+        size = self.embed_batch_size
+        batches = [texts[i : i + size] for i in range(0, len(texts), size)]
+        model_dict = self.to_payload()
+        event_ids = []
+        for _batch in batches:
+            dispatcher.event(EmbeddingStartEvent(model_dict=model_dict))
+            event_ids.append(
+                self.callback_manager.on_event_start(
+                    CBEventType.EMBEDDING, payload={EventPayload.SERIALIZED: model_dict}
+                )
+            )
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire()
+        vectors = self.client.embed(texts, show_progress=show_progress or None, batch_size=size)
+        result: list[Embedding] = vectors.tolist()
+        for k, (batch, event_id) in enumerate(zip(batches, event_ids, strict=True)):
+            embeddings = result[k * size : k * size + len(batch)]
+            dispatcher.event(EmbeddingEndEvent(chunks=batch, embeddings=embeddings))
+            self.callback_manager.on_event_end(
+                CBEventType.EMBEDDING,
+                payload={EventPayload.CHUNKS: batch, EventPayload.EMBEDDINGS: embeddings},
+                event_id=event_id,
+            )
+        return result
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self.client.embed(texts).tolist()  # type: ignore[no-any-return]

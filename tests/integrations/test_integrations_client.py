@@ -107,6 +107,35 @@ def test_limits_fall_back_to_catalogue_then_defaults(scripted: ScriptedOpenAISer
         assert client.limits().source == "default"
 
 
+def test_unknown_model_gets_generous_defaults(scripted: ScriptedOpenAIServer) -> None:
+    # Nothing describes the scripted model: never fewer inputs per request than
+    # langchain-openai's 1,000 (the OpenAI API's own 2,048 here).
+    texts = texts_n(2500)
+    with make_client(scripted) as client:
+        vectors = client.embed(texts)
+        assert client.limits().source == "default"
+        assert client.limits().max_inputs_per_request >= 1000
+    np.testing.assert_array_equal(vectors, expected(texts))
+    assert [len(s.body["input"]) for s in scripted.embedding_requests()] == [2048, 452]
+
+
+def test_llamaindex_sync_batches_are_concurrent_and_bounded(
+    scripted: ScriptedOpenAIServer,
+) -> None:
+    # LlamaIndex's own loop sends one embed_batch_size batch at a time; ours sends them together,
+    # at most max_concurrency at once, each request no larger than embed_batch_size.
+    scripted.delay = 0.1
+    embed = PrivatemodeEmbedding(
+        base_url=scripted.base_url, model_name=scripted.model, embed_batch_size=2, max_concurrency=3
+    )
+    texts = texts_n(13)
+    vectors = embed.get_text_embedding_batch(texts)
+    np.testing.assert_allclose(vectors, expected(texts))
+    sizes = sorted(len(s.body["input"]) for s in scripted.embedding_requests())
+    assert sizes == [1] + [2] * 6
+    assert scripted.max_in_flight == 3
+
+
 def test_single_query_needs_no_model_lookup(scripted: ScriptedOpenAIServer) -> None:
     with make_client(scripted) as client:
         vector = client.embed(["one query"])

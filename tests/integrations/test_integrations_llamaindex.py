@@ -135,6 +135,25 @@ def test_instrumentation_events(embed: PrivatemodeEmbedding) -> None:
     assert all("api_key" not in str(e.model_dict) for e in starts)
 
 
+def test_instrumentation_events_per_batch(local_stack: Any) -> None:
+    # One client call for the whole list, but LlamaIndex's events per embed_batch_size batch.
+    embed = PrivatemodeEmbedding(
+        base_url=local_stack.base_url, model_name=LOCAL_MODEL, embed_batch_size=2
+    )
+    collector = _Collector()
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(collector)
+    try:
+        batch = embed.get_text_embedding_batch(DOCUMENTS[:5])
+    finally:
+        dispatcher.event_handlers.remove(collector)
+    starts = [e for e in collector.events if isinstance(e, EmbeddingStartEvent)]
+    ends = [e for e in collector.events if isinstance(e, EmbeddingEndEvent)]
+    assert len(starts) == 3 and len(ends) == 3
+    assert [e.chunks for e in ends] == [DOCUMENTS[0:2], DOCUMENTS[2:4], DOCUMENTS[4:5]]
+    assert [v for e in ends for v in e.embeddings] == batch
+
+
 # ---- retrieval ----------------------------------------------------------------------------
 
 
