@@ -40,6 +40,8 @@ class PacedStack:
             **(backend_options or {}),
         )
         self._rate_limits = rate_limits
+        # A backend that requires keys is attested by the first request with a key.
+        self._attest_first = not (backend_options or {}).get("api_keys")
         self._proxy_options = dict(proxy_options or {})
         self._proxy: ServerThread | None = None
         self.app: Any = None
@@ -61,6 +63,8 @@ class PacedStack:
         self.app = create_proxy_app(config)
         self._proxy = ServerThread(self.app)
         self._proxy.start()
+        if not self._attest_first:
+            return
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             state = httpx.get(self.proxy_url + "/healthz", timeout=10).json()["upstream"]

@@ -163,3 +163,27 @@ def test_tiny_client_timeout_refused_not_queued(make_stack: type[PacedStack]) ->
     answer = post(stack, {"model": MODEL, "input": "x"}, **{"X-Stainless-Timeout": "0.5"})
     assert answer.status_code == 429
     assert stack.health()["rate_limits"][0]["queued"] == 0
+
+
+def test_each_app_key_has_its_own_budget(make_stack: type[PacedStack]) -> None:
+    key_a, key_b = "sk-pacing-app-a-0123456789", "sk-pacing-app-b-9876543210"
+    stack = make_stack(
+        backend_options={"api_keys": [key_a, key_b]},
+        rate_limits=RateLimits(requests=1, window_seconds=30.0),
+    )
+    bearer_a = {"Authorization": f"Bearer {key_a}", "X-Stainless-Timeout": "5"}
+    bearer_b = {"Authorization": f"Bearer {key_b}", "X-Stainless-Timeout": "5"}
+    assert post(stack, {"model": MODEL, "input": "a"}, **bearer_a).status_code == 200
+    assert post(stack, {"model": MODEL, "input": "a2"}, **bearer_a).status_code == 429
+    assert post(stack, {"model": MODEL, "input": "b"}, **bearer_b).status_code == 200
+    health = stack.health()
+    entries = health["rate_limits"]
+    assert len(entries) == 2
+    assert sorted(e["refused"] for e in entries) == [0, 1]
+    assert all(e["requests_in_window"] == 1 for e in entries)
+    shown = (
+        httpx.get(stack.proxy_url + "/healthz", timeout=10).text
+        + httpx.get(stack.proxy_url + "/", timeout=10).text
+    )
+    for secret in (key_a, key_b, key_a[3:15], key_b[3:15]):
+        assert secret not in shown
