@@ -6,8 +6,8 @@ InstantUpstream harness produces it:
 
 - encrypt:  `RequestCipher.encrypt_request` (what `UpstreamSession.post_encrypted` does);
 - decrypt:  `UpstreamSession._decode` on an `httpx.Response` holding the encrypted answer;
-- decode:   `_encoding.decode_embeddings` (base64 rows -> float32 matrix);
-- encode:   `_encoding.encode_embeddings` + `orjson.dumps`, as `EmbeddingsService.embed` does.
+- decode:   `openai.decode_embeddings` (base64 rows -> float32 matrix);
+- encode:   `openai.encode_embeddings` + `orjson.dumps`, as `EmbeddingsService.embed` does.
 
 Beside them, one proposed variant (defined here, benchmark code only): for a base64 client
 whose answer needs no change, serialising upstream's base64 strings as they came, which skips
@@ -24,7 +24,7 @@ import httpx
 import orjson
 from _instant_upstream import MODELS, FixedVectors
 from privatemode_proxy import SessionConfig, UpstreamSession, pinned_manifest
-from privatemode_proxy._encoding import decode_embeddings, encode_embeddings
+from privatemode_proxy.openai import decode_embeddings, encode_embeddings
 from privatemode_proxy.protocol import RequestCipher, ResponseCipher
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY

@@ -15,8 +15,6 @@ in flight across every concurrent call on the client, not only within one call.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import dataclasses
 import logging
@@ -33,6 +31,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import orjson
+from privatemode_proxy import openai as wire
 from pydantic import SecretStr
 
 # The plain console bar: tqdm.auto would need ipywidgets in Jupyter and warns without them.
@@ -130,65 +129,19 @@ def decode_embeddings(content: bytes, count: int, dimensions: int | None) -> Vec
     """Decode an OpenAI embeddings response carrying `count` vectors, in `index` order.
 
     Accepts base64 (little-endian float32, what we ask for) and float lists (a server that
-    ignored `encoding_format`). Anything missing, duplicated or inconsistent is an error: a
-    caller never gets a partial or misordered result.
+    ignored `encoding_format`), with the proxy's own decoder (`privatemode_proxy.openai`).
+    Anything missing, duplicated or inconsistent is an `APIResponseError`: a caller never gets a
+    partial or misordered result.
     """
     try:
         payload = orjson.loads(content)
     except orjson.JSONDecodeError:
         raise APIResponseError("embeddings response is not JSON") from None
     data = payload.get("data") if isinstance(payload, dict) else None
-    if not isinstance(data, list):
-        raise APIResponseError("embeddings response has no 'data' list")
-    if len(data) != count:
-        raise APIResponseError(
-            f"embeddings response has {len(data)} vectors for {count} inputs"
-        )
-    out: Vectors | None = None
-    seen = np.zeros(count, dtype=bool)
-    for item in data:
-        index = item.get("index") if isinstance(item, dict) else None
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
-            raise APIResponseError(f"embeddings response has an invalid index {index!r}")
-        if seen[index]:
-            raise APIResponseError(f"embeddings response has index {index} twice")
-        seen[index] = True
-        raw = item.get("embedding")
-        if isinstance(raw, str):
-            try:
-                buffer = base64.b64decode(raw, validate=True)
-            except (binascii.Error, ValueError):
-                raise APIResponseError(
-                    f"embedding {index} is not valid base64"
-                ) from None
-            if len(buffer) % 4:
-                raise APIResponseError(f"embedding {index} is not a float32 array")
-            vector = np.frombuffer(buffer, dtype="<f4")
-        elif isinstance(raw, list):
-            try:
-                vector = np.asarray(raw, dtype=np.float32)
-            except (TypeError, ValueError):
-                raise APIResponseError(f"embedding {index} is not a list of numbers") from None
-            if vector.ndim != 1:
-                raise APIResponseError(f"embedding {index} is not a flat list of numbers")
-        else:
-            raise APIResponseError(f"embedding {index} is missing")
-        if out is None:
-            if vector.size == 0:
-                raise APIResponseError(f"embedding {index} is empty")
-            out = np.empty((count, vector.size), dtype=np.float32)
-        if vector.size != out.shape[1]:
-            raise APIResponseError(
-                f"embedding {index} has {vector.size} dimensions, others have {out.shape[1]}"
-            )
-        out[index] = vector
-    if out is None:
-        raise APIResponseError("embeddings response has no vectors")
-    if dimensions is not None and out.shape[1] != dimensions:
-        raise APIResponseError(
-            f"asked for {dimensions} dimensions, the server returned {out.shape[1]}"
-        )
-    return out
+    try:
+        return wire.decode_embeddings(data, count, dimensions)
+    except wire.VectorFormatError as exc:
+        raise APIResponseError(f"embeddings response unusable: {exc}") from None
 
 
 def _shift_index(text: str, offset: int) -> tuple[str, int | None]:
@@ -375,9 +328,7 @@ class EmbeddingsClient:
             return self._user_client
         with self._lock:
             if self._sync_client is None:
-                self._sync_client = httpx.Client(
-                    limits=self._limits_config(), timeout=self.timeout
-                )
+                self._sync_client = httpx.Client(limits=self._limits_config(), timeout=self.timeout)
             return self._sync_client
 
     def _loop_state(self) -> _LoopState:
@@ -391,9 +342,7 @@ class EmbeddingsClient:
                 if self._user_async_client is not None:
                     client, owns = self._user_async_client, False
                 else:
-                    client = httpx.AsyncClient(
-                        limits=self._limits_config(), timeout=self.timeout
-                    )
+                    client = httpx.AsyncClient(limits=self._limits_config(), timeout=self.timeout)
                     owns = True
                 state = _LoopState(client, owns, asyncio.Semaphore(self.max_concurrency))
                 self._loops[loop] = state
@@ -566,9 +515,7 @@ class EmbeddingsClient:
             raise status_error(response, offset=batch.start, count=len(batch), attempts=attempt)
         return None, f"status {response.status_code}"
 
-    def _send_batch(
-        self, texts: list[str], batch: range, abort: threading.Event | None
-    ) -> Vectors:
+    def _send_batch(self, texts: list[str], batch: range, abort: threading.Event | None) -> Vectors:
         client = self._client()
         content = self._body(texts[batch.start : batch.stop])
         url = f"{self.base_url}/embeddings"
@@ -789,7 +736,5 @@ def _merge(results: Sequence[Vectors | None]) -> Vectors:
         return parts[0]
     dims = {p.shape[1] for p in parts}
     if len(dims) != 1:
-        raise APIResponseError(
-            f"batches came back with different dimensions {sorted(dims)}"
-        )
+        raise APIResponseError(f"batches came back with different dimensions {sorted(dims)}")
     return np.concatenate(parts, axis=0)

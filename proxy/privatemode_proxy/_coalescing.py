@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from privatemode_proxy._encoding import FloatMatrix
+from privatemode_proxy.openai import FloatMatrix
 
 logger = logging.getLogger(__name__)
 

@@ -34,14 +34,6 @@ from privatemode_proxy._batching import (
 )
 from privatemode_proxy._catalogue import CATALOGUE, ModelInfo
 from privatemode_proxy._coalescing import Coalescer, CoalescingConfig, PackAnswer
-from privatemode_proxy._encoding import (
-    ENCODING_FORMATS,
-    FloatMatrix,
-    VectorFormatError,
-    decode_embeddings,
-    encode_embeddings,
-    reduce_dimensions,
-)
 from privatemode_proxy._keymodes import ApiKey
 from privatemode_proxy._openai_errors import error_body
 from privatemode_proxy._pacing import (
@@ -62,6 +54,14 @@ from privatemode_proxy._session import (
     model_name_problem,
 )
 from privatemode_proxy._token_estimate import TokenEstimator
+from privatemode_proxy.openai import (
+    ENCODING_FORMATS,
+    FloatMatrix,
+    VectorFormatError,
+    decode_embeddings,
+    encode_embeddings,
+    reduce_dimensions,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -31,13 +31,13 @@ from privatemode_proxy._cli import (
     build_parser,
     read_api_key,
 )
-from privatemode_proxy._encoding import (
+from privatemode_proxy._server import ApiError, EmbeddingsService, parse_embeddings_request
+from privatemode_proxy.openai import (
     VectorFormatError,
     decode_embeddings,
     encode_embeddings,
     reduce_dimensions,
 )
-from privatemode_proxy._server import ApiError, EmbeddingsService, parse_embeddings_request
 
 # -- splitting ---------------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ def test_float_rows_decode_in_index_order() -> None:
     ("data", "count", "fragment"),
     [
         (None, 1, "no 'data'"),
-        ([], 1, "0 embeddings for 1"),
+        ([], 1, "0 vectors for 1"),
         ([{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}], 2, "repeated"),
         ([{"index": 3, "embedding": [1.0]}], 1, "out of range"),
         ([{"index": 0, "embedding": "!!notbase64"}], 1, "base64"),

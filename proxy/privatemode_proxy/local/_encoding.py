@@ -1,7 +1,7 @@
 """The OpenAI embeddings response body of the local backend: dimensions, encoding, JSON bytes.
 
 The vector layouts themselves (`float` rows, `base64` little-endian float32, Matryoshka slicing)
-live in `privatemode_proxy._encoding`, shared with the proxy; this module only applies the
+live in `privatemode_proxy.openai`, shared with the proxy; this module only applies the
 model's rules and builds the body.
 """
 
@@ -12,8 +12,8 @@ import numpy.typing as npt
 import orjson
 
 from .._catalogue import ModelInfo
-from .._encoding import encode_embeddings
-from .._encoding import reduce_dimensions as matryoshka_reduce
+from ..openai import encode_embeddings
+from ..openai import reduce_dimensions as matryoshka_reduce
 from ._validation import EncodingFormat
 
 

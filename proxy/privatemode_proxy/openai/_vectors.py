@@ -1,4 +1,7 @@
-"""Embedding vectors between the wire and numpy: decode upstream's, encode the client's.
+"""Embedding vectors between the wire and numpy: decode an answer's `data`, encode one.
+
+The proxy decodes upstream's answers and encodes its own, the local backend encodes, the client
+decodes: all with these functions.
 
 Everything here works on whole rows or whole matrices; nothing loops over single floats, so a
 batch of thousands of vectors costs a few numpy calls and one base64 call per row.
@@ -22,39 +25,47 @@ _LE_FLOAT32 = np.dtype("<f4")
 
 
 class VectorFormatError(ValueError):
-    """Upstream answered with embeddings that are not a well-formed, complete list."""
+    """An embeddings answer that is not a well-formed, complete list of equal-length vectors."""
 
 
-def decode_embeddings(data: Any, expected_count: int) -> FloatMatrix:
+def decode_embeddings(data: Any, expected_count: int, dimensions: int | None = None) -> FloatMatrix:
     """Turn an OpenAI `data` list (base64 or float embeddings, any order) into an (n, dim) matrix.
 
-    Rows come out in `index` order. Every index 0..expected_count-1 must appear exactly once and
-    all vectors must have the same length.
+    Rows come out in `index` order. Every index 0..expected_count-1 must appear exactly once,
+    all vectors must be of one kind (base64 strings or lists of numbers) and one length, and that
+    length must be `dimensions` when given. Anything else raises `VectorFormatError`: a caller
+    never gets a partial or misordered result.
     """
     if not isinstance(data, list):
-        raise VectorFormatError("upstream response has no 'data' list")
+        raise VectorFormatError("the embeddings answer has no 'data' list")
     if len(data) != expected_count:
         raise VectorFormatError(
-            f"upstream returned {len(data)} embeddings for {expected_count} inputs"
+            f"the embeddings answer has {len(data)} vectors for {expected_count} inputs"
         )
     ordered: list[Any] = [None] * expected_count
     for item in data:
         index = item.get("index") if isinstance(item, dict) else None
         if not isinstance(index, int) or isinstance(index, bool):
-            raise VectorFormatError("upstream embedding without an integer 'index'")
+            raise VectorFormatError("an embedding has no integer 'index'")
         if not 0 <= index < expected_count or ordered[index] is not None:
-            raise VectorFormatError(f"upstream embedding index {index} is out of range or repeated")
+            raise VectorFormatError(f"embedding index {index} is out of range or repeated")
         embedding = item.get("embedding")
         if embedding is None:
-            raise VectorFormatError(f"upstream embedding {index} has no 'embedding'")
+            raise VectorFormatError(f"embedding {index} has no 'embedding'")
         ordered[index] = embedding
     if expected_count == 0:
-        return np.zeros((0, 0), dtype=np.float32)
+        return np.zeros((0, dimensions or 0), dtype=np.float32)
     if all(isinstance(e, str) for e in ordered):
-        return _decode_base64_rows(ordered)
-    if all(isinstance(e, list) for e in ordered):
-        return _decode_float_rows(ordered)
-    raise VectorFormatError("upstream embeddings are neither all base64 strings nor all lists")
+        matrix = _decode_base64_rows(ordered)
+    elif all(isinstance(e, list) for e in ordered):
+        matrix = _decode_float_rows(ordered)
+    else:
+        raise VectorFormatError("the embeddings are neither all base64 strings nor all lists")
+    if dimensions is not None and matrix.shape[1] != dimensions:
+        raise VectorFormatError(
+            f"asked for {dimensions} dimensions, the embeddings have {matrix.shape[1]}"
+        )
+    return matrix
 
 
 def _decode_base64_rows(rows: Sequence[str]) -> FloatMatrix:
@@ -62,10 +73,12 @@ def _decode_base64_rows(rows: Sequence[str]) -> FloatMatrix:
         # a2b_base64 validates in C; b64decode(validate=True) runs a regex over each row first.
         chunks = [binascii.a2b_base64(row, strict_mode=True) for row in rows]
     except (binascii.Error, ValueError) as exc:
-        raise VectorFormatError("upstream embedding is not valid base64") from exc
+        raise VectorFormatError("an embedding is not valid base64") from exc
     width = len(chunks[0])
     if width == 0 or width % 4 or any(len(c) != width for c in chunks):
-        raise VectorFormatError("upstream base64 embeddings have unequal or invalid lengths")
+        raise VectorFormatError(
+            "the base64 embeddings have unequal lengths or are not float32 arrays"
+        )
     flat = np.frombuffer(b"".join(chunks), dtype=_LE_FLOAT32)
     return flat.reshape(len(chunks), width // 4).astype(np.float32, copy=False)
 
@@ -73,11 +86,14 @@ def _decode_base64_rows(rows: Sequence[str]) -> FloatMatrix:
 def _decode_float_rows(rows: Sequence[list[Any]]) -> FloatMatrix:
     width = len(rows[0])
     if width == 0 or any(len(r) != width for r in rows):
-        raise VectorFormatError("upstream float embeddings have unequal or zero lengths")
+        raise VectorFormatError("the float embeddings have unequal or zero lengths")
     try:
-        return np.asarray(rows, dtype=np.float32)
+        matrix = np.asarray(rows, dtype=np.float32)
     except (TypeError, ValueError) as exc:
-        raise VectorFormatError("upstream float embedding contains a non-number") from exc
+        raise VectorFormatError("a float embedding contains a non-number") from exc
+    if matrix.ndim != 2:  # rows of equal-length nested lists
+        raise VectorFormatError("a float embedding is not a flat list of numbers")
+    return matrix
 
 
 def reduce_dimensions(matrix: FloatMatrix, dimensions: int) -> FloatMatrix:
