@@ -112,6 +112,20 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
+class _StoreGiven(argparse.Action):
+    """Stores the value and notes that the flag was given (`<dest>_given`)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="privatemode-proxy",
@@ -173,9 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--workspace",
         default=".",
+        action=_StoreGiven,
         metavar="DIR",
-        help="Directory for files the proxy writes: the manifest log (DIR/manifests/), the "
-        "certificate cache, and with --local the local backend's keys (default: %(default)s).",
+        help="Directory for files the proxy writes: the manifest log (DIR/manifests/) and the "
+        "certificate cache (default: %(default)s). With --local and this flag, the local "
+        "backend's keys go to DIR/local-backend/ (without it: the per-user cache directory).",
     )
     up.add_argument(
         "--nvidiaOCSPAllowUnknown",
@@ -297,9 +313,11 @@ def build_local_backend_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workspace",
-        default="./privatemode-local-backend",
+        default=None,
         metavar="DIR",
-        help="Where the backend keeps its keys, root.pem and manifest.json (default: %(default)s).",
+        help="Where the backend keeps its keys, root.pem and manifest.json (default: "
+        "local-backend/ in the per-user cache directory, e.g. ~/.cache/privatemode/, or "
+        "$PRIVATEMODE_CACHE_DIR).",
     )
     parser.add_argument(
         "--log-level",
@@ -534,12 +552,13 @@ def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> Prox
 def _run_local_backend(argv: Sequence[str]) -> int:
     args = build_local_backend_parser().parse_args(argv)
     setup_logging(args.log_level, "text")
+    from privatemode_proxy._paths import local_backend_workspace
     from privatemode_proxy.local import run_local_backend
 
     run_local_backend(
         host=args.host,
         port=args.port,
-        workspace=Path(args.workspace),
+        workspace=Path(args.workspace) if args.workspace else local_backend_workspace(),
         log_level=_level_name(args.log_level),
     )
     return 0
@@ -579,9 +598,13 @@ def _serve(args: argparse.Namespace, api_key: str | None) -> int:
     backend: Any = None
     try:
         if args.local:
+            from privatemode_proxy._paths import local_backend_workspace
             from privatemode_proxy.local import LocalBackend
 
-            backend_dir = Path(args.workspace).expanduser() / "local-backend"
+            if getattr(args, "workspace_given", False):
+                backend_dir = Path(args.workspace).expanduser() / "local-backend"
+            else:
+                backend_dir = local_backend_workspace()  # reused: keys made once per user
             backend = LocalBackend(backend_dir)
             try:
                 backend.start()

@@ -7,8 +7,6 @@ attestation, manifest check, secret exchange, field encryption, the model.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -25,8 +23,10 @@ from privatemode_proxy._session import SessionConfig, pinned_manifest
 class LocalStack:
     """Local backend + proxy on free ports of 127.0.0.1; `base_url` is what OpenAI clients take.
 
-    `workspace` keeps the backend's keys between runs; without one a temporary directory is
-    used and removed on `stop()`.
+    `workspace` keeps the backend's keys between runs; by default the per-user cache directory
+    (`~/.cache/privatemode/local-backend/`, or `$PRIVATEMODE_CACHE_DIR/local-backend/`), so
+    the keys are made once per user and a later start only loads them. Nothing is written
+    elsewhere: no temporary directory to leave behind when the process is killed.
     """
 
     def __init__(
@@ -47,7 +47,6 @@ class LocalStack:
         self._backend_options = dict(backend_options or {})
         self._session_options = dict(session_options or {})
         self._log_level = log_level
-        self._tmpdir: Path | None = None
         self._backend: Any = None
         self._proxy: ServerThread | None = None
         self._app: Any = None
@@ -58,14 +57,11 @@ class LocalStack:
         """Start both servers and wait until the proxy has attested the backend."""
         if self._proxy is not None:
             return self
+        from privatemode_proxy._paths import local_backend_workspace
         from privatemode_proxy.attestation import load_trusted_root
         from privatemode_proxy.local import LocalBackend
 
-        if self._workspace_arg is None:
-            self._tmpdir = Path(tempfile.mkdtemp(prefix="privatemode-local-"))
-            workspace = self._tmpdir
-        else:
-            workspace = self._workspace_arg
+        workspace = self._workspace_arg or local_backend_workspace()
         try:
             backend = LocalBackend(workspace, host=self._host, **self._backend_options)
             backend.start()
@@ -116,9 +112,6 @@ class LocalStack:
         if self._backend is not None:
             self._backend.stop()
             self._backend = None
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
 
     def __enter__(self) -> LocalStack:
         return self.start()
