@@ -617,7 +617,8 @@ class EmbeddingsClient:
         if not doubtful:
             return order
         first = [i for i in order if any(j in doubtful for j in batches[i])]
-        return first + [i for i in order if i not in set(first)]
+        chosen = set(first)
+        return first + [i for i in order if i not in chosen]
 
     def _plan(
         self,
