@@ -35,7 +35,6 @@ from privatemode_proxy._batching import (
 from privatemode_proxy._catalogue import CATALOGUE, ModelInfo
 from privatemode_proxy._coalescing import Coalescer, CoalescingConfig, PackAnswer
 from privatemode_proxy._keymodes import ApiKey
-from privatemode_proxy._openai_errors import error_body
 from privatemode_proxy._pacing import (
     Pacer,
     PacingContext,
@@ -60,6 +59,7 @@ from privatemode_proxy.openai import (
     VectorFormatError,
     decode_embeddings,
     encode_embeddings,
+    error_body,
     reduce_dimensions,
 )
 

@@ -30,7 +30,6 @@ import orjson
 
 from privatemode_proxy import __version__
 from privatemode_proxy._keymodes import ApiKey, bearer_token
-from privatemode_proxy._openai_errors import error_body
 from privatemode_proxy.attestation import (
     AttestationError,
     AttestationResult,
@@ -39,6 +38,7 @@ from privatemode_proxy.attestation import (
     TrustedRoot,
     verify_attestation,
 )
+from privatemode_proxy.openai import error_body
 from privatemode_proxy.protocol import (
     ClientSecretExchange,
     FieldCipherError,

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def assert_openai_error(response: httpx.Response, status: int, *needles: str) ->
     body = response.json()
     assert set(body) == {"error"}
     error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
+    # `input_index` (the failing input, within the request) only on errors about one input
+    assert set(error) - {"input_index"} == {"message", "type", "param", "code"}
     assert isinstance(error["message"], str) and error["message"]
     for needle in needles:
         assert needle in error["message"], (needle, error["message"])
@@ -265,13 +267,13 @@ def _cases(reference: list[ReferenceItem]) -> list[tuple[dict[str, Any], int, li
         (
             {"model": MODEL, "input": [PRIVATE, "short", long257]},
             400,
-            ["input[2] has 257 tokens", f"limit of {LIMIT} tokens"],
+            ["input 2 has 257 tokens", f"at most {LIMIT} tokens per input"],
             "input",
         ),
         (
             {"model": MODEL, "input": [long1301, PRIVATE, long257]},
             400,
-            ["input[0] has 1301 tokens", "1 more inputs"],
+            ["input 0 has 1301 tokens", "1 more inputs"],
             "input",
         ),
         (
@@ -283,7 +285,7 @@ def _cases(reference: list[ReferenceItem]) -> list[tuple[dict[str, Any], int, li
         (
             {"model": MODEL, "input": [PRIVATE], "dimensions": "384"},
             400,
-            ["'dimensions' must be an integer"],
+            ["'dimensions' must be a positive integer"],
             "dimensions",
         ),
         (
@@ -302,6 +304,8 @@ def test_every_validation_error(
         response, _ = session_client.post_encrypted(payload)
         error = assert_openai_error(response, status, *needles)
         assert error["param"] == param, (payload.get("input"), error)
+        named = re.search(r"input[[ ](\d+)", needles[0])
+        assert error.get("input_index") == (int(named[1]) if named else None), error
     # None of them hurt the server.
     ok = session_client.embeddings({"model": MODEL, "input": ["still serving"]})
     assert len(ok["data"]) == 1
@@ -469,7 +473,8 @@ def test_concurrent_clients_all_answered_correctly(
         client = clients[n % len(clients)]
         if n % 7 == 3:  # bad requests mixed in must not disturb the others
             response, _ = client.post_encrypted({"model": MODEL, "input": ["ok", long257]})
-            assert response.status_code == 400 and "input[1]" in response.text
+            assert response.status_code == 400
+            assert response.json()["error"]["input_index"] == 1
             return "refused"
         start = (n * 5) % (len(items) - 4)
         chosen = items[start : start + 1 + n % 4]  # 1 to 4 inputs, different per request

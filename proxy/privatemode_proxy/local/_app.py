@@ -43,6 +43,17 @@ from starlette.routing import Route
 
 from .._catalogue import CATALOGUE, ModelInfo
 from .._serving import ServerThread
+from ..openai import (
+    AUTHENTICATION,
+    NOT_FOUND,
+    SERVER,
+    ApiError,
+    EncodingFormat,
+    check_model,
+    check_token_counts,
+    parse_embeddings_fields,
+    parse_json_object,
+)
 from ..protocol import (
     EMBEDDINGS_REQUEST_PLAIN_FIELDS,
     EMBEDDINGS_RESPONSE_PLAIN_FIELDS,
@@ -60,18 +71,10 @@ from ._batcher import (
 )
 from ._encoding import embeddings_response_body, reduce_dimensions
 from ._engine import EmbeddingEngine, load_default_engine
-from ._errors import AUTHENTICATION, NOT_FOUND, SERVER, ApiError
 from ._issuer import LocalIdentity
-from ._ratelimit import RateLimit, RateLimiter, RateLimitExceeded
+from ._ratelimit import RateLimit, RateLimiter
 from ._requestlog import RequestLog, RequestLogMiddleware
 from ._secretstore import DEFAULT_SECRET_TTL, Clock, SecretStore
-from ._validation import (
-    EncodingFormat,
-    check_model,
-    check_token_counts,
-    parse_embeddings_request,
-    parse_json_object,
-)
 
 logger = logging.getLogger("privatemode_proxy.local")
 
@@ -140,13 +143,12 @@ def _json_response(
 
 def _error_response(error: ApiError) -> Response:
     headers = dict(_UNENCRYPTED)
-    if isinstance(error, RateLimitExceeded):
-        headers.update(error.headers)
-    if error.status == 401:
+    headers.update(error.headers)
+    if error.status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return Response(
         error.body_bytes(),
-        status_code=error.status,
+        status_code=error.status_code,
         media_type="application/json",
         headers=headers,
     )
@@ -327,7 +329,7 @@ class _Backend:
             model = check_model(outer, self.models)
             cipher = ResponseCipher(self.secrets.get)
             fields = await self._cpu(self._decrypt, cipher, outer, body)
-            parsed = parse_embeddings_request(fields, model)
+            parsed = parse_embeddings_fields(fields, model.id, model, echo=False)
             counts = await self._cpu(self.engine.count_tokens, parsed.texts)
             total = check_token_counts(counts, model)
             rate_headers = self._admit(request, total)
@@ -428,8 +430,8 @@ def _guarded(handler: Handler) -> Handler:
                 ApiError(503, "the local backend is stopping", type=SERVER, code="stopping")
             )
         except ApiError as error:
-            if error.status >= 500:
-                logger.warning("%s %s -> %d", request.method, request.url.path, error.status)
+            if error.status_code >= 500:
+                logger.warning("%s %s -> %d", request.method, request.url.path, error.status_code)
             return _error_response(error)
         except Exception as exc:
             # Type only: the message of an unexpected error could quote a request.

@@ -12,9 +12,8 @@ import numpy.typing as npt
 import orjson
 
 from .._catalogue import ModelInfo
-from ..openai import encode_embeddings
+from ..openai import EncodingFormat, encode_embeddings
 from ..openai import reduce_dimensions as matryoshka_reduce
-from ._validation import EncodingFormat
 
 
 def reduce_dimensions(

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._errors import ApiError
+from ..openai import ApiError
 
 RATE_LIMIT_ERROR = "rate_limit_error"  # nosec - an error type, not a secret
 

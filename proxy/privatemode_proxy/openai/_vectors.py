@@ -13,14 +13,15 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 FloatMatrix = npt.NDArray[np.float32]
 
-ENCODING_FORMATS = ("float", "base64")
+EncodingFormat = Literal["float", "base64"]
+ENCODING_FORMATS: tuple[EncodingFormat, ...] = ("float", "base64")
 _LE_FLOAT32 = np.dtype("<f4")
 
 
