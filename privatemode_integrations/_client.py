@@ -156,6 +156,18 @@ def _shift_index(text: str, offset: int) -> tuple[str, int | None]:
     return _INPUT_INDEX.sub(replace, text), (found[0] if found else None)
 
 
+def _input_index(error: Any, count: int) -> int | None:
+    """The failing input's index within the request, from the error's `input_index` field.
+
+    Our proxy and local backend send it; other servers (api.privatemode.ai, the official proxy)
+    only name the input in prose or `param`, which `_shift_index` reads as a fallback.
+    """
+    value = error.get("input_index") if isinstance(error, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count:
+        return value
+    return None
+
+
 def status_error(
     response: httpx.Response, *, offset: int, count: int, attempts: int
 ) -> APIStatusError:
@@ -182,10 +194,13 @@ def status_error(
         text = response.text.strip()
         message = text[:500] if text else response.reason_phrase or "no details"
 
+    structured = _input_index(error, count)
     message, index = _shift_index(message, offset)
     if param is not None:
         param, param_index = _shift_index(param, offset)
         index = param_index if param_index is not None else index
+    if structured is not None:
+        index = structured + offset
     cls = status_error_class(status)
     if (
         cls is BadRequestError

@@ -1,4 +1,5 @@
-"""The client's decoder of embeddings answers: every way an answer can be unusable is refused.
+"""How the client reads answers: its decoder refuses every way an answer can be unusable, and
+an error names the failing input from the structured `input_index` field.
 
 A 2xx answer the client cannot turn into exactly one vector per input, in order, must fail the
 call with `APIResponseError`; these cases are the branches of that refusal.
@@ -9,12 +10,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 import pytest
 
-from privatemode_integrations import APIResponseError
-from privatemode_integrations._client import decode_embeddings
+from privatemode_integrations import APIResponseError, BadRequestError, InputTooLongError
+from privatemode_integrations._client import decode_embeddings, status_error
 
 
 def _b64(values: list[float]) -> str:
@@ -107,3 +109,30 @@ def test_unusable_answers_are_refused(
     with pytest.raises(APIResponseError) as info:
         decode_embeddings(content, count, dimensions)
     assert fragment in str(info.value)
+
+
+def _error(**fields: Any) -> httpx.Response:
+    body = {"message": "an input is refused", "type": "invalid_request_error", "param": "input"}
+    return httpx.Response(400, json={"error": {**body, **fields}})
+
+
+def test_structured_input_index_names_the_callers_input() -> None:
+    # The 3rd request of a call (inputs 10..14) failed on its input 2: the caller's input 12.
+    error = status_error(
+        _error(code="context_length_exceeded", input_index=2), offset=10, count=5, attempts=1
+    )
+    assert isinstance(error, InputTooLongError)
+    assert error.input_index == 12 and error.input_indices == (12,)
+    assert "(input 12)" in str(error)
+
+
+def test_structured_input_index_wins_over_prose() -> None:
+    response = _error(message="input 0 looked odd", code="invalid_input", input_index=3)
+    error = status_error(response, offset=0, count=5, attempts=1)
+    assert type(error) is BadRequestError and error.input_index == 3
+
+
+@pytest.mark.parametrize("bad", [5, -1, True, "2", None])
+def test_an_impossible_input_index_is_ignored(bad: object) -> None:
+    error = status_error(_error(input_index=bad), offset=10, count=5, attempts=1)
+    assert error.input_index is None
