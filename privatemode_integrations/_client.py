@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import ssl
 import threading
 import time
 import weakref
@@ -59,6 +60,7 @@ from privatemode_integrations._retry import (
     is_retryable_exception,
     is_retryable_status,
     parse_retry_after,
+    tls_failure,
 )
 from privatemode_integrations._tokens import TokenCounter
 
@@ -168,10 +170,28 @@ def _input_index(error: Any, count: int) -> int | None:
     return None
 
 
+def _url_hint(base_url: str, status: int) -> str:
+    """What to change when a 404 is likely the base URL's fault, not the model's."""
+    if status != 404 or base_url.rstrip("/").endswith("/v1"):
+        return ""
+    return (
+        f". The base URL {base_url} does not end in /v1, where the proxy serves "
+        f"/v1/embeddings: try base_url='{base_url.rstrip('/')}/v1'"
+    )
+
+
 def status_error(
-    response: httpx.Response, *, offset: int, count: int, attempts: int
+    response: httpx.Response,
+    *,
+    offset: int,
+    count: int,
+    attempts: int,
+    base_url: str | None = None,
 ) -> APIStatusError:
-    """The exception for an error response to a request carrying inputs offset..offset+count-1."""
+    """The exception for an error response to a request carrying inputs offset..offset+count-1.
+
+    With `base_url`, a 404 from a base URL without `/v1` says so.
+    """
     status = response.status_code
     message: str | None = None
     error_type = param = code = None
@@ -210,6 +230,8 @@ def status_error(
         cls = InputTooLongError
     where = f" (input {index})" if index is not None and f"{index}" not in message else ""
     full = f"Privatemode endpoint answered {status}{where}: {message}"
+    if base_url is not None:
+        full += _url_hint(base_url, status)
     if attempts > 1:
         full += f" (after {attempts} attempts)"
     return cls(
@@ -495,6 +517,25 @@ class EmbeddingsClient:
         cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
         what = "timed out" if cls is APITimeoutError else f"failed ({type(exc).__name__})"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
+        tls = tls_failure(exc)
+        if tls is not None and self.base_url.startswith("https://"):
+            plain = "http://" + self.base_url.removeprefix("https://")
+            if isinstance(tls, ssl.SSLCertVerificationError):
+                why = (
+                    f"its certificate is not trusted ({tls.verify_message}); pass "
+                    "http_client=httpx.Client(verify='ca.pem') with the CA that signed it"
+                )
+            else:
+                why = (
+                    f"the server there does not speak HTTPS ({tls.reason or type(tls).__name__})."
+                    " privatemode-proxy serves plain HTTP on 127.0.0.1 unless started with "
+                    f"--tlsCertPath: use base_url='{plain}'"
+                )
+            return cls(
+                f"request to {self.base_url}/embeddings failed{tries}: TLS handshake failed, "
+                f"{why}",
+                attempts=attempts,
+            )
         return cls(
             f"request to {self.base_url}/embeddings {what}{tries}; is the Privatemode proxy "
             f"running there? (set base_url or {_settings.BASE_URL_ENV})",
@@ -527,7 +568,13 @@ class EmbeddingsClient:
         if response.is_success:
             return decode_embeddings(response.content, len(batch), self.dimensions), ""
         if not is_retryable_status(response.status_code) or attempt == attempts:
-            raise status_error(response, offset=batch.start, count=len(batch), attempts=attempt)
+            raise status_error(
+                response,
+                offset=batch.start,
+                count=len(batch),
+                attempts=attempt,
+                base_url=self.base_url,
+            )
         return None, f"status {response.status_code}"
 
     def _send_batch(self, texts: list[str], batch: range, abort: threading.Event | None) -> Vectors:

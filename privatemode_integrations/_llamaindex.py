@@ -12,7 +12,7 @@ from llama_index.core.instrumentation.events.embedding import (
     EmbeddingEndEvent,
     EmbeddingStartEvent,
 )
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from privatemode_integrations import _settings
 from privatemode_integrations._client import EmbeddingsClient
@@ -54,7 +54,23 @@ class PrivatemodeEmbedding(BaseEmbedding):
         arbitrary_types_allowed=True,
         protected_namespaces=("pydantic_model_",),
         use_attribute_docstrings=True,
+        # A misspelt or foreign setting is an error, not silently a default.
+        extra="forbid",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_alias(cls, data: Any) -> Any:
+        # `model=` as in LangChain's class and llama-index's OpenAIEmbedding: the same setting.
+        if isinstance(data, dict) and "model" in data:
+            data = dict(data)
+            model = data.pop("model")
+            if "model_name" in data and data["model_name"] != model:
+                raise ValueError(
+                    f"model={model!r} and model_name={data['model_name']!r} disagree; pass one"
+                )
+            data["model_name"] = model
+        return data
 
     model_name: str = Field(default=_settings.DEFAULT_MODEL)
     """Embedding model. Default: the Privatemode service's `qwen3-embedding-4b`; `local()` uses
@@ -104,7 +120,8 @@ class PrivatemodeEmbedding(BaseEmbedding):
 
         if "base_url" in kwargs:
             raise ValueError("local() chooses its own base_url; do not pass base_url")
-        kwargs.setdefault("model_name", _settings.LOCAL_MODEL)
+        if "model" not in kwargs:
+            kwargs.setdefault("model_name", _settings.LOCAL_MODEL)
         return cls(base_url=local_base_url(), **kwargs)
 
     def node_parser(

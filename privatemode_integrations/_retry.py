@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -17,10 +18,24 @@ def is_retryable_status(status_code: int) -> bool:
     return status_code in RETRYABLE_STATUSES or status_code >= 500
 
 
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a failed connection, if that is why it failed."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx wraps httpcore's error, which wraps ssl's
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def is_retryable_exception(exc: BaseException) -> bool:
-    """Connection failures and timeouts are retried; a bad URL or scheme is not."""
-    return isinstance(exc, httpx.TransportError) and not isinstance(
-        exc, httpx.UnsupportedProtocol
+    """Connection failures and timeouts are retried; a bad URL, scheme or TLS setup is not."""
+    return (
+        isinstance(exc, httpx.TransportError)
+        and not isinstance(exc, httpx.UnsupportedProtocol)
+        and tls_failure(exc) is None
     )
 
 
