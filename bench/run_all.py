@@ -7,7 +7,8 @@
 
 Parts: 1 proxy overhead (bench_proxy.py), 2 client classes vs anchors (bench_clients.py),
 3 engine vs sentence-transformers (bench_engine.py, the engine's own benchmark, run as it is),
-4 cold start (bench_coldstart.py), 5 scale (bench_scale.py). Each part is also a script of its
+4 cold start (bench_coldstart.py), 5 scale (bench_scale.py), 6 rate limits: pacing and coalescing
+(bench_ratelimit.py). Each part is also a script of its
 own. Benchmarks measure and print; none of them asserts a target.
 
 The machine is shared: `--max-load L` waits (up to `--wait-minutes`) before each part until the
@@ -138,7 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions, smaller sizes (a smoke run)")
-    parser.add_argument("--parts", default="1,2,3,4,5", help="comma-separated, e.g. 1,4")
+    parser.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated, e.g. 1,4")
     parser.add_argument("--repeats", type=int, default=None,
                         help="override the repetitions of parts 1, 2, 4 and 5")
     parser.add_argument("--st-python", default=None,
@@ -172,6 +173,7 @@ def main() -> None:
     import bench_clients
     import bench_coldstart
     import bench_proxy
+    import bench_ratelimit
     import bench_scale
 
     for part in parts:
@@ -190,6 +192,8 @@ def main() -> None:
             result = bench_coldstart.run(args.quick, args.repeats)
         elif part == "5":
             result = bench_scale.run(args.quick, repeats=args.repeats)
+        elif part == "6":
+            result = bench_ratelimit.run(args.quick)
         else:
             raise SystemExit(f"unknown part {part!r}")
         result.markdown = stamp + (" **Quick mode.**" if args.quick else "") + "\n\n" + \

@@ -57,7 +57,8 @@ class RateLimits:
     """How long a request may wait when its client did not say (OpenAI's SDK default timeout)."""
     margin_seconds: float | None = None
     """Added to the window: requests reach the server a little after they leave the ledger.
-    None: 2 % of the window, at most 1 s."""
+    None: 2 % of the window, at most 1 s. It doubles (up to a tenth of the window) whenever the
+    service answers 429 all the same."""
 
     def __post_init__(self) -> None:
         if self.requests is not None and self.requests < 1:
@@ -188,6 +189,8 @@ class KeyPacer:
         self._ledger_requests = 0
         self._queue: deque[_Waiter] = deque()
         self._held_until = 0.0
+        self._span = limits.ledger_seconds
+        """How long an entry stays on the ledger: the window plus the (adaptive) margin."""
         self._timer: asyncio.TimerHandle | None = None
         self.stats = PacingStats()
 
@@ -258,7 +261,7 @@ class KeyPacer:
         ledger = list(self._ledger)
         ledger_tokens = self._ledger_tokens
         ledger_requests = self._ledger_requests
-        span = self.limits.ledger_seconds
+        span = self._span
         at = now
         cap = self._tokens
         capped = [t if cap is None else min(t, cap) for t in token_list]
@@ -345,7 +348,7 @@ class KeyPacer:
                 self._timer = loop.call_later(at - now, self._pump)
                 return
             self._queue.popleft()
-            entry = _Entry(now + self.limits.ledger_seconds, head.tokens)
+            entry = _Entry(now + self._span, head.tokens)
             bisect.insort(self._ledger, entry)
             self._ledger_tokens += head.tokens
             self._ledger_requests += 1
@@ -372,6 +375,10 @@ class KeyPacer:
     def hold(self, seconds: float) -> None:
         """The service answered 429: nothing more for this key until `seconds` from now."""
         self.stats.upstream_429 += 1
+        # Our ledger said there was room: requests reach the service later than we thought.
+        window = self.limits.window_seconds
+        margin = self._span - window
+        self._span = window + min(max(2 * margin, 0.05), 0.1 * window)
         until = self._clock() + max(seconds, 0.0)
         if until > self._held_until:
             self._held_until = until
@@ -431,6 +438,7 @@ class KeyPacer:
             "tokens_in_window": self._ledger_tokens,
             "queued": len(self._queue),
             "held_for_seconds": round(max(self._held_until - now, 0.0), 3),
+            "margin_seconds": round(self._span - self.limits.window_seconds, 3),
             "granted": self.stats.granted,
             "refused": self.stats.refused,
             "upstream_429": self.stats.upstream_429,

@@ -128,6 +128,7 @@ def test_client_that_would_wait_too_long_gets_429_at_once(make_stack: type[Paced
             "tokens_in_window": health[0]["tokens_in_window"],
             "queued": 0,
             "held_for_seconds": 0.0,
+            "margin_seconds": 0.6,
             "granted": 1,
             "refused": 1,
             "upstream_429": 0,

@@ -162,6 +162,8 @@ async def test_upstream_429_holds_the_key_and_sends_again() -> None:
     assert answer.status_code == 200 and reported == 7
     assert len(sent) == 2 and sent[1] - sent[0] >= 0.19
     assert pacer.stats.upstream_429 == 1
+    # The service refused what the ledger let through: the margin grew (0.2 s to 0.4 s).
+    assert pacer.snapshot()["margin_seconds"] == 0.4
 
 
 async def test_upstream_429_past_the_deadline_is_the_answer() -> None:

@@ -322,6 +322,7 @@ class _Backend:
         return _json_response(response_body)
 
     async def embeddings(self, request: Request) -> Response:
+        arrived = time.monotonic()
         self._authorize(request)
         body = await read_body(request, self.limits.max_body_bytes)
         async with self.runtime.inflight:
@@ -332,7 +333,7 @@ class _Backend:
             parsed = parse_embeddings_fields(fields, model.id, model, echo=False)
             counts = await self._cpu(self.engine.count_tokens, parsed.texts)
             total = check_token_counts(counts, model)
-            rate_headers = self._admit(request, total)
+            rate_headers = self._admit(request, total, arrived)
             vectors = await self.runtime.batcher.embed(parsed.texts, counts)
             vectors = reduce_dimensions(vectors, parsed.dimensions, model)
             payload = await self._cpu(
@@ -345,11 +346,12 @@ class _Backend:
             )
         return _json_response(payload, headers=rate_headers)
 
-    def _admit(self, request: Request, tokens: int) -> dict[str, str] | None:
+    def _admit(self, request: Request, tokens: int, arrived: float) -> dict[str, str] | None:
         if self.rate_limiter is None:
             return None
         header = request.headers.get("authorization", "")
-        return self.rate_limiter.admit(header.partition(" ")[2].strip() or None, tokens)
+        key = header.partition(" ")[2].strip() or None
+        return self.rate_limiter.admit(key, tokens, arrived=arrived)
 
     def _decrypt(self, cipher: ResponseCipher, outer: Mapping[str, Any], body: bytes) -> Any:
         if all(key in EMBEDDINGS_REQUEST_PLAIN_FIELDS for key in outer):

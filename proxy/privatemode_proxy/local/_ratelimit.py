@@ -12,11 +12,11 @@ The key is never stored: the log is keyed by a hash of the bearer token.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,8 +58,7 @@ class RateLimitStats:
 
 class _KeyLog:
     def __init__(self) -> None:
-        self.entries: deque[tuple[float, int]] = deque()  # (admitted at, tokens)
-        self.tokens = 0
+        self.entries: list[tuple[float, int]] = []  # (arrived at, tokens), in time order
 
 
 class RateLimiter:
@@ -79,85 +78,88 @@ class RateLimiter:
     def _key_id(api_key: str | None) -> bytes:
         return hashlib.sha256((api_key or "").encode("utf-8")).digest()
 
-    def _expire(self, log: _KeyLog, now: float) -> None:
-        horizon = now - self.limit.window_seconds
-        while log.entries and log.entries[0][0] <= horizon:
-            log.tokens -= log.entries.popleft()[1]
+    def admit(
+        self, api_key: str | None, tokens: int, *, arrived: float | None = None
+    ) -> dict[str, str]:
+        """Record one request of `tokens` tokens that arrived at `arrived` (the limiter's clock;
+        default: now), or raise `RateLimitExceeded` (a 429).
 
-    def admit(self, api_key: str | None, tokens: int) -> dict[str, str]:
-        """Record one request of `tokens` tokens, or raise `RateLimitExceeded` (a 429).
-
-        Returns the `x-ratelimit-*` headers for the answer.
+        Requests count from when they arrived, as a gateway in front of the service counts them,
+        not from when this backend got round to them. Returns the `x-ratelimit-*` headers.
         """
         limit = self.limit
         with self._lock:
             now = self._clock()
+            at = min(arrived, now) if arrived is not None else now
             log = self._logs.setdefault(self._key_id(api_key), _KeyLog())
-            self._expire(log, now)
+            # Keep what a window reaching back from a late-admitted arrival still needs.
+            keep_from = bisect.bisect_right(log.entries, (now - 2 * limit.window_seconds, 1 << 62))
+            del log.entries[:keep_from]
+            start = bisect.bisect_right(log.entries, (at - limit.window_seconds, 1 << 62))
+            window = log.entries[start:]
             if limit.tokens is not None and tokens > limit.tokens:
                 self.stats.refused += 1
                 raise RateLimitExceeded(
                     f"request too large: {tokens} tokens, over the limit of {limit.tokens} "
                     f"tokens per {limit.window_seconds:g} s; send fewer inputs per request",
-                    self._headers(log, now, None),
+                    self._headers(window, now, None),
                     code="rate_limit_request_too_large",
                 )
-            wait = self._wait(log, now, tokens)
+            wait = self._wait(window, now, tokens)
             if wait > 0:
                 self.stats.refused += 1
-                which = self._which(log, tokens)
+                which = self._which(window)
                 raise RateLimitExceeded(
                     f"rate limit reached: at most {which} per {limit.window_seconds:g} s for "
                     f"this API key; retry after {wait:.3f} s",
-                    self._headers(log, now, wait),
+                    self._headers(window, now, wait),
                     code="rate_limit_exceeded",
                 )
-            log.entries.append((now, tokens))
-            log.tokens += tokens
+            bisect.insort(log.entries, (at, tokens))
             self.stats.admitted += 1
-            return self._headers(log, now, None)
+            return self._headers([*window, (at, tokens)], now, None)
 
-    def _which(self, log: _KeyLog, tokens: int) -> str:
+    def _which(self, window: list[tuple[float, int]]) -> str:
         limit = self.limit
-        if limit.requests is not None and len(log.entries) + 1 > limit.requests:
+        if limit.requests is not None and len(window) + 1 > limit.requests:
             return f"{limit.requests} requests"
         return f"{limit.tokens} tokens"
 
-    def _wait(self, log: _KeyLog, now: float, tokens: int) -> float:
+    def _wait(self, window: list[tuple[float, int]], now: float, tokens: int) -> float:
         """Seconds until this request would fit (0 if it fits now)."""
         limit = self.limit
         need_requests = 0
         if limit.requests is not None:
-            need_requests = max(0, len(log.entries) + 1 - limit.requests)
+            need_requests = max(0, len(window) + 1 - limit.requests)
         need_tokens = 0
         if limit.tokens is not None:
-            need_tokens = max(0, log.tokens + tokens - limit.tokens)
+            need_tokens = max(0, sum(t for _, t in window) + tokens - limit.tokens)
         if need_requests == 0 and need_tokens == 0:
             return 0.0
         freed_requests = freed_tokens = 0
-        for at, count in log.entries:
+        for at, count in window:
             freed_requests += 1
             freed_tokens += count
             if freed_requests >= need_requests and freed_tokens >= need_tokens:
                 return max(at + limit.window_seconds - now, 0.001)
         return limit.window_seconds  # unreachable while a single request fits the budget
 
-    def _headers(self, log: _KeyLog, now: float, wait: float | None) -> dict[str, str]:
+    def _headers(
+        self, window: list[tuple[float, int]], now: float, wait: float | None
+    ) -> dict[str, str]:
         limit = self.limit
         headers: dict[str, str] = {}
         # OpenAI's meaning: the time until the budget is whole again (the newest entry expires).
-        full_reset = (
-            max(log.entries[-1][0] + limit.window_seconds - now, 0.0) if log.entries else 0.0
-        )
+        newest = max((at for at, _ in window), default=None)
+        full_reset = max(newest + limit.window_seconds - now, 0.0) if newest is not None else 0.0
         if limit.requests is not None:
             headers["x-ratelimit-limit-requests"] = str(limit.requests)
-            headers["x-ratelimit-remaining-requests"] = str(
-                max(limit.requests - len(log.entries), 0)
-            )
+            headers["x-ratelimit-remaining-requests"] = str(max(limit.requests - len(window), 0))
             headers["x-ratelimit-reset-requests"] = f"{full_reset:.3f}s"
         if limit.tokens is not None:
             headers["x-ratelimit-limit-tokens"] = str(limit.tokens)
-            headers["x-ratelimit-remaining-tokens"] = str(max(limit.tokens - log.tokens, 0))
+            used = sum(t for _, t in window)
+            headers["x-ratelimit-remaining-tokens"] = str(max(limit.tokens - used, 0))
             headers["x-ratelimit-reset-tokens"] = f"{full_reset:.3f}s"
         if wait is not None:
             headers["Retry-After"] = str(max(1, math.ceil(wait)))
