@@ -9,6 +9,7 @@ Flags mirror the official Privatemode proxy (`--apiKey`, `--apiEndpoint`, `--por
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -30,6 +31,7 @@ from privatemode_proxy._session import (
     pinned_manifest,
     refused_api_key,
 )
+from privatemode_proxy._workers import serve_in_workers, share_rate_limits
 
 DEFAULT_API_ENDPOINT = "api.privatemode.ai:443"
 DEFAULT_CDN_BASE_URL = "https://cdn.confidential.cloud/privatemode/v2"
@@ -223,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=8080,
         help="Port to listen on (default: %(default)s).",
+    )
+    srv.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="Serve from N processes, one core each (default: %(default)s). Each attests the "
+        "upstream and holds its own secrets; rate limits are shared out among them.",
     )
     srv.add_argument("--tlsCertPath", metavar="FILE", help="Serve HTTPS with this certificate.")
     srv.add_argument("--tlsKeyPath", metavar="FILE", help="The key of --tlsCertPath.")
@@ -585,6 +595,8 @@ def _serve(args: argparse.Namespace, api_key: str | None) -> int:
     # well under a second, before any key generation or model loading.
     config: ProxyConfig | None = None
     if args.local:
+        if args.workers > 1:
+            raise ConfigError("--workers: local mode serves from one process; omit --workers")
         check_tls_files(args.tlsCertPath, args.tlsKeyPath)
         _trusted_roots(args.trustedRoot)
     else:
@@ -592,6 +604,11 @@ def _serve(args: argparse.Namespace, api_key: str | None) -> int:
         problem = refused_api_key(config.session)  # the official proxy refuses to start too
         if problem is not None:
             raise ConfigError(f"--apiKey: {problem}")
+        try:
+            shared = share_rate_limits(config.rate_limits, args.workers)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        config = dataclasses.replace(config, rate_limits=shared)
     sock = bind_socket(args.host, args.port)
     raise_open_file_limit()
     logger.info("privatemode-proxy %s", __version__)
@@ -627,8 +644,6 @@ def _serve(args: argparse.Namespace, api_key: str | None) -> int:
         elif api_key is None:
             logger.info("no --apiKey: each request is served with its app's own API key")
         assert config is not None
-        app = create_proxy_app(config)
-        _adopt_uvicorn_loggers()  # the local backend's server may have configured them
         scheme = "https" if args.tlsCertPath else "http"
         port = int(sock.getsockname()[1])
         logger.info(
@@ -638,22 +653,32 @@ def _serve(args: argparse.Namespace, api_key: str | None) -> int:
             port,
             config.session.api_url,
         )
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=args.host,
-                port=port,
-                ssl_certfile=args.tlsCertPath,
-                ssl_keyfile=args.tlsKeyPath,
-                log_config=None,
-                access_log=args.log_level == "debug",
-                log_level=_level_name(args.log_level),
+        ready = config
+
+        def serve(_worker: int = 0) -> None:
+            app = create_proxy_app(ready)
+            _adopt_uvicorn_loggers()  # the local backend's server may have configured them
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=args.host,
+                    port=port,
+                    ssl_certfile=args.tlsCertPath,
+                    ssl_keyfile=args.tlsKeyPath,
+                    log_config=None,
+                    access_log=args.log_level == "debug",
+                    log_level=_level_name(args.log_level),
+                )
             )
-        )
-        try:
-            server.run(sockets=[sock])
-        except KeyboardInterrupt:
-            pass
+            try:
+                server.run(sockets=[sock])
+            except KeyboardInterrupt:
+                pass
+
+        if args.workers > 1:
+            serve_in_workers(args.workers, serve)
+        else:
+            serve()
     finally:
         sock.close()
         if backend is not None:

@@ -35,6 +35,7 @@ from privatemode_proxy._batching import (
 from privatemode_proxy._catalogue import CATALOGUE, ModelInfo
 from privatemode_proxy._coalescing import Coalescer, CoalescingConfig, PackAnswer
 from privatemode_proxy._keymodes import ApiKey
+from privatemode_proxy._memory import MemoryTrimmer
 from privatemode_proxy._pacing import (
     Pacer,
     PacingContext,
@@ -238,6 +239,7 @@ class EmbeddingsService:
         limits = config.rate_limits
         self.pacer = Pacer(limits) if limits is not None and limits.enabled else None
         self.estimator = TokenEstimator(self._counters)
+        self.trimmer = MemoryTrimmer()
 
     def pacing_for(self, key_label: str, headers: Mapping[str, str]) -> PacingContext | None:
         """The pacing of a request arriving now for the key named `key_label` (never the key)."""
@@ -284,7 +286,9 @@ class EmbeddingsService:
             "model": model,
             "usage": {"prompt_tokens": prompt, "total_tokens": total},
         }
-        return orjson.dumps(body, option=_NUMPY)
+        answer = orjson.dumps(body, option=_NUMPY)
+        self.trimmer.answered(len(answer))
+        return answer
 
     async def _plan(
         self, info: ModelInfo | None, texts: list[str]
@@ -490,6 +494,7 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
         try:
             yield
         finally:
+            service.trimmer.close()
             await session.aclose()
 
     app = FastAPI(

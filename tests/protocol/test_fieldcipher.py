@@ -21,6 +21,7 @@ from privatemode_proxy.protocol import (
     RequestCipher,
     ResponseCipher,
     UnknownSecretError,
+    _fieldcipher,
     secret_id_for,
 )
 
@@ -667,3 +668,106 @@ def test_encrypt_response_object_refuses_non_json_values() -> None:
     # The failed calls used no sequence numbers.
     client_check = server.encrypt_response_object({"data": 1})
     assert parse_token(orjson.loads(client_check)["data"])
+
+
+# --------------------------------------------------------------------------- large answers
+
+
+def _large_answer() -> dict[str, Any]:
+    rows = [{"object": "embedding", "index": i, "embedding": "QUJD" * 600} for i in range(64)]
+    return {
+        "id": "embd",
+        "object": "list",
+        "data": rows,
+        "model": "qwen3-embedding-4b",
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
+
+
+def _sealed_large(mutate: Callable[[bytes], bytes] = lambda b: b) -> tuple[RequestCipher, bytes]:
+    client, server, _ = exchange(request_body())
+    return client, mutate(server.encrypt_response(orjson.dumps(_large_answer())))
+
+
+def test_large_answer_is_decrypted_without_parsing_its_data_token() -> None:
+    client, sealed = _sealed_large()
+    cut = _fieldcipher._load_cutting_data(sealed)
+    assert cut is not None and cut[2] - cut[1] > 100_000
+    assert client.decrypt_response_object(sealed) == _large_answer()
+
+
+def _data_first(sealed: bytes) -> bytes:
+    obj = orjson.loads(sealed)
+    return orjson.dumps({"data": obj.pop("data"), **obj})
+
+
+def _data_last(sealed: bytes) -> bytes:
+    obj = orjson.loads(sealed)
+    data = obj.pop("data")
+    return orjson.dumps({**obj, "data": data})
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        # a nested `data` string before the real one (in the plain `usage`)
+        lambda b: _data_last(b).replace(
+            b'"usage":{', b'"usage":{"data":"' + b"ab" * 40_000 + b'",', 1
+        ),
+        # the key twice: JSON takes the last, and so must we
+        lambda b: b'{"data":"' + b"cd" * 40_000 + b'",' + _data_first(b)[1:],
+        # whitespace, escapes: not cut, parsed whole
+        lambda b: _data_first(b).replace(b'"data":"', b'"data" : "', 1),
+        lambda b: _data_first(b).replace(b'"data":"', b'"data":"\\u0020', 1),
+    ],
+    ids=["nested-key", "repeated-key", "whitespace", "escape"],
+)
+def test_cut_is_taken_only_when_it_is_the_top_level_data(rewrite: Callable[[bytes], bytes]) -> None:
+    client, sealed = _sealed_large(rewrite)
+    try:
+        whole: Any = orjson.loads(sealed)
+    except orjson.JSONDecodeError:
+        whole = None
+    cut = _fieldcipher._load_cutting_data(sealed)
+    if cut is not None:  # the cut is exactly the top-level value of the whole parse
+        assert sealed[cut[1] : cut[2]].decode() == whole["data"]
+    if isinstance(whole, dict) and "\\u0020" not in sealed.decode():
+        assert client.decrypt_response_object(sealed) == {
+            **_large_answer(),
+            "usage": whole["usage"],
+        }
+    else:
+        with pytest.raises(FieldCipherError):
+            client.decrypt_response_object(sealed)
+
+
+@pytest.mark.parametrize("where", ["id", "nonce", "iv", "ciphertext", "tag", "colon", "quote"])
+def test_large_answer_tampering_fails_with_the_usual_message(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def tamper(sealed: bytes) -> bytes:
+        obj = orjson.loads(sealed)
+        token = obj["data"]
+        i = {
+            "id": 0,
+            "nonce": token.index(":") + 3,
+            "colon": token.index(":"),
+            "iv": token.index(":") + 30,
+            "ciphertext": len(token) // 2,
+            "tag": len(token) - 3,
+            "quote": len(token) - 1,
+        }[where]
+        swap = {"colon": "f", "quote": '"'}.get(where, "0" if token[i] != "0" else "1")
+        obj["data"] = token[:i] + swap + token[i + 1 :]
+        return orjson.dumps(obj)
+
+    messages = []
+    for cutting in (True, False):
+        if not cutting:
+            monkeypatch.setattr(_fieldcipher, "_CUT_MIN_BYTES", 1 << 40)
+        client, sealed = _sealed_large(tamper)
+        with pytest.raises(FieldCipherError) as caught:
+            client.decrypt_response_object(sealed)
+        assert_clean(caught.value)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]

