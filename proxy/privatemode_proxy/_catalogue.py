@@ -22,6 +22,11 @@ class ModelInfo:
     """Smallest reduced `dimensions` accepted; None when the model has no reduced dimensions."""
     matryoshka: bool = False
     """Whether a reduced dimension is the leading slice of the full vector, re-normalised."""
+    served_dimensions: tuple[int, ...] | None = None
+    """The `dimensions` values the upstream accepts besides the native size (vLLM's
+    `matryoshka_dimensions`); None: every offered size. Offered to clients: `min_dimensions` up to
+    `native_dimensions`. A size in between is asked upstream at the next larger served size
+    and truncated and re-normalised by the proxy (`upstream_dimensions`)."""
     tokenizer_shipped: bool = False
     """True when token counts are exact (our tokenizer); else they are conservative estimates."""
     tasks: tuple[str, ...] = ("embed",)
@@ -48,21 +53,24 @@ class ModelInfo:
             )
         return None
 
+    def upstream_dimensions(self, dimensions: int | None) -> int | None:
+        """What to ask upstream for a client's valid `dimensions`: the smallest served size at or
+        above it, or None to leave `dimensions` out (the native size)."""
+        if dimensions is None or dimensions >= self.native_dimensions:
+            return None
+        if self.served_dimensions is None:
+            return dimensions
+        size = min((d for d in self.served_dimensions if d >= dimensions), default=None)
+        return None if size is None or size >= self.native_dimensions else size
+
 
 QWEN3_EMBEDDING_4B = ModelInfo(
     id="qwen3-embedding-4b",
     native_dimensions=2560,
     min_dimensions=32,
     matryoshka=True,
+    served_dimensions=(1024, 2560),  # the service's vLLM: any other `dimensions` is a 400
     max_tokens_per_input=32_000,
-    max_inputs_per_request=2048,
-    max_tokens_per_request=300_000,
-)
-
-MULTILINGUAL_E5_LARGE = ModelInfo(
-    id="multilingual-e5-large",
-    native_dimensions=1024,
-    max_tokens_per_input=512,
     max_inputs_per_request=2048,
     max_tokens_per_request=300_000,
 )
@@ -78,7 +86,7 @@ ALL_MINILM_L6_V2 = ModelInfo(
 )
 
 CATALOGUE: dict[str, ModelInfo] = {
-    m.id: m for m in (QWEN3_EMBEDDING_4B, MULTILINGUAL_E5_LARGE, ALL_MINILM_L6_V2)
+    m.id: m for m in (QWEN3_EMBEDDING_4B, ALL_MINILM_L6_V2)
 }
 LOCAL_MODEL_ID = ALL_MINILM_L6_V2.id
 DEFAULT_REMOTE_MODEL_ID = QWEN3_EMBEDDING_4B.id

@@ -375,8 +375,10 @@ class EmbeddingsService:
         body: dict[str, Any] = {"model": req.model, "input": req.texts[start:end]}
         body.update(req.passthrough)
         body["encoding_format"] = "base64"  # a quarter of the bytes of float text, exact
-        if req.dimensions is not None:
-            body["dimensions"] = req.dimensions
+        # Only sizes the upstream serves; a size between is truncated here (`_apply_dimensions`).
+        asked = info.upstream_dimensions(req.dimensions) if info is not None else req.dimensions
+        if asked is not None:
+            body["dimensions"] = asked
         where = f" (sub-request {k + 1} of {n}, inputs {start}..{end - 1})" if n > 1 else ""
         async with semaphore:
             try:
@@ -423,8 +425,8 @@ class EmbeddingsService:
         if got == expected:
             return vectors
         if info.matryoshka and req.dimensions is not None and got > expected:
-            # Upstream ignored `dimensions`: a Matryoshka model's reduced vector is the leading
-            # slice of the full one, re-normalised.
+            # Upstream served a larger size (the next it serves, or the native one): a
+            # Matryoshka model's reduced vector is the leading slice of it, re-normalised.
             return reduce_dimensions(vectors, expected)
         raise ApiError(
             502,

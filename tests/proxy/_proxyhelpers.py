@@ -15,6 +15,7 @@ from privatemode_proxy import (
     pinned_manifest,
 )
 from privatemode_proxy._batching import TokenCounter
+from privatemode_proxy._catalogue import CATALOGUE, ModelInfo
 from privatemode_proxy._serving import ServerThread
 from privatemode_proxy.attestation import load_trusted_root
 
@@ -29,6 +30,7 @@ def start_proxy(
     limits: BatchLimits | None = None,
     token_counters: dict[str, TokenCounter] | None = None,
     session_options: dict[str, Any] | None = None,
+    catalogue: dict[str, ModelInfo] | None = None,
 ) -> ServerThread:
     """A proxy (real app, real uvicorn) trusting `backend`'s root, pinning its manifest."""
     session = SessionConfig(
@@ -45,7 +47,11 @@ def start_proxy(
         else {backend.model_id: backend.engine.count_tokens}
     )
     config = ProxyConfig(
-        session=session, limits=limits or BatchLimits(), local_mode=True, token_counters=counters
+        session=session,
+        limits=limits or BatchLimits(),
+        local_mode=True,
+        token_counters=counters,
+        catalogue=catalogue if catalogue is not None else dict(CATALOGUE),
     )
     server = ServerThread(create_proxy_app(config))
     server.start()

@@ -109,9 +109,10 @@ class BackendLimits:
     """Per-key requests and tokens per window (429 with `Retry-After` past it); None: no limit."""
 
 
-def served_model_info(engine: EmbeddingEngine) -> ModelInfo:
-    """The catalogue entry of the engine's model, checked against the engine itself."""
-    info = CATALOGUE.get(engine.model_id)
+def served_model_info(engine: EmbeddingEngine, info: ModelInfo | None = None) -> ModelInfo:
+    """The catalogue entry of the engine's model (or `info`, the entry to serve the engine's
+    model under), checked against the engine itself."""
+    info = info if info is not None else CATALOGUE.get(engine.model_id)
     if info is None:
         return ModelInfo(
             id=engine.model_id,
@@ -132,6 +133,22 @@ def served_model_info(engine: EmbeddingEngine) -> ModelInfo:
             f"{info.native_dimensions} and {info.max_tokens_per_input}"
         )
     return info
+
+
+def _check_served_dimensions(dimensions: int | None, model: ModelInfo) -> None:
+    """As the service's vLLM answers a size outside its `matryoshka_dimensions`: 400."""
+    served = model.served_dimensions
+    if dimensions is None or served is None or dimensions in served:
+        return
+    if dimensions == model.native_dimensions:
+        return
+    raise ApiError(
+        400,
+        f"model '{model.id}' serves 'dimensions' {sorted({*served, model.native_dimensions})} "
+        f"only, got {dimensions}",
+        param="dimensions",
+        code="invalid_dimensions",
+    )
 
 
 def _json_response(
@@ -208,10 +225,11 @@ class _Backend:
         api_keys: Collection[str],
         secrets: SecretStore,
         limits: BackendLimits,
+        model_info: ModelInfo | None = None,
     ) -> None:
         self.identity = identity
         self.engine = engine
-        self.model = served_model_info(engine)
+        self.model = served_model_info(engine, model_info)
         self.models = {self.model.id: self.model}
         self.set_api_keys(api_keys)
         self.secrets = secrets
@@ -331,6 +349,7 @@ class _Backend:
             cipher = ResponseCipher(self.secrets.get)
             fields = await self._cpu(self._decrypt, cipher, outer, body)
             parsed = parse_embeddings_fields(fields, model.id, model, echo=False)
+            _check_served_dimensions(parsed.dimensions, model)
             counts = await self._cpu(self.engine.count_tokens, parsed.texts)
             total = check_token_counts(counts, model)
             rate_headers = self._admit(request, total, arrived)
@@ -472,11 +491,14 @@ def create_app(
     request_log: RequestLog | None = None,
     limits: BackendLimits | None = None,
     api_keys: Collection[str] = (),
+    model_info: ModelInfo | None = None,
 ) -> Starlette:
     """The local backend as an ASGI app (run it with a lifespan: it starts the engine worker).
 
     With `api_key` and/or `api_keys` set, every endpoint but `/healthz` wants one of those keys
     as `Authorization: Bearer <key>` and answers 401 otherwise, as the real service does.
+    `model_info` serves the engine's model under another catalogue entry: its id, and with
+    `served_dimensions` only those Matryoshka sizes (400 for any other, as the service's vLLM).
 
     `app.state.secrets` is its `SecretStore`, `app.state.request_log` its `RequestLog` and
     `app.state.backend` the handlers' shared state.
@@ -485,7 +507,12 @@ def create_app(
     log = request_log if request_log is not None else RequestLog()
     keys = {*api_keys, *([api_key] if api_key else [])}
     backend = _Backend(
-        identity, engine, api_keys=keys, secrets=secrets, limits=limits or BackendLimits()
+        identity,
+        engine,
+        api_keys=keys,
+        secrets=secrets,
+        limits=limits or BackendLimits(),
+        model_info=model_info,
     )
     routes = [
         Route(ATTEST_PATH, _guarded(backend.attest), methods=["POST"]),
@@ -528,8 +555,11 @@ class LocalBackend:
         identity: LocalIdentity | None = None,
         limits: BackendLimits | None = None,
         api_keys: Collection[str] = (),
+        model_info: ModelInfo | None = None,
     ) -> None:
-        """`api_key`/`api_keys`: the keys it accepts (any of them); none set: no key wanted."""
+        """`api_key`/`api_keys`: the keys it accepts (any of them); none set: no key wanted.
+        `model_info`: the catalogue entry to serve the engine's model under (see `create_app`).
+        """
         self.workspace = Path(workspace)
         self.identity = (
             identity if identity is not None else LocalIdentity.load_or_create(self.workspace)
@@ -539,6 +569,7 @@ class LocalBackend:
         self._port = port
         self._api_key = api_key
         self._api_keys = tuple(api_keys)
+        self._model_info = model_info
         self._secret_ttl = secret_ttl
         self._clock = clock
         self._limits = limits
@@ -608,6 +639,7 @@ class LocalBackend:
             request_log=self.request_log,
             limits=self._limits,
             api_keys=self._api_keys,
+            model_info=self._model_info,
         )
         server = ServerThread(app, host=self.host, port=self._port)
         server.start()
