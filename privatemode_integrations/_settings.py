@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 
+from privatemode_proxy._catalogue import DEFAULT_REMOTE_MODEL_ID, LOCAL_MODEL_ID
+
 BASE_URL_ENV = "PRIVATEMODE_BASE_URL"
 API_KEY_ENV = "PRIVATEMODE_API_KEY"
 
 DEFAULT_BASE_URL = "http://localhost:8080/v1"
 """Where the Privatemode proxy listens by default (`privatemode-proxy` on port 8080)."""
 
-DEFAULT_MODEL = "qwen3-embedding-4b"
+DEFAULT_MODEL = DEFAULT_REMOTE_MODEL_ID
 """The real Privatemode service's embedding model."""
 
-LOCAL_MODEL = "all-minilm-l6-v2"
+LOCAL_MODEL = LOCAL_MODEL_ID
 """The model the bundled local backend serves; used only when local mode is asked for."""
 
 DEFAULT_MAX_CONCURRENCY = 4

