@@ -438,7 +438,10 @@ class EmbeddingsClient:
         return headers
 
     def _timeout_arg(self) -> Any:
-        return self.timeout
+        timeout = self.timeout
+        if isinstance(timeout, int | float):
+            return httpx.Timeout(timeout, connect=min(timeout, _settings.CONNECT_TIMEOUT))
+        return timeout
 
     # ---- model limits ------------------------------------------------------------------
 

@@ -20,8 +20,12 @@ LOCAL_MODEL = LOCAL_MODEL_ID
 
 DEFAULT_MAX_CONCURRENCY = 4
 DEFAULT_MAX_RETRIES = 2
-DEFAULT_TIMEOUT = 120.0
-"""Seconds per HTTP attempt: a full request of long texts can take a while on a real GPU."""
+DEFAULT_TIMEOUT = 600.0
+"""Seconds per HTTP attempt (OpenAI's SDK waits as long). A pacing proxy queues requests to keep
+within the service's rate limit, and refuses at once (429, Retry-After) one that would wait
+longer than this: at the standard tier a long ingestion's requests queue for minutes."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds to connect, at most (a proxy that is down is known at once)."""
 
 LLAMAINDEX_DEFAULT_BATCH_SIZE = 2048
 """LlamaIndex hands this many texts to the client at once (its own upper bound); the client then
