@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from privatemode_proxy._catalogue import LOCAL_MODEL_ID, ModelInfo, estimate_tokens
 from privatemode_proxy._tokenizer import load_local_tokenizer
@@ -134,6 +134,17 @@ def exact_counter_for(
     return counter
 
 
+MAX_BYTES_PER_TOKEN = 32
+"""No real text averages more UTF-8 bytes per token than this, so an input longer than
+`max_tokens_per_input * MAX_BYTES_PER_TOKEN` bytes is too long without counting its tokens (a
+20 MiB text took 18 s and 1.6 GB to tokenize, holding up everyone)."""
+
+
+def input_byte_bound(model: ModelInfo) -> int:
+    """The longest input, in UTF-8 bytes, that `model` is asked to take."""
+    return model.max_tokens_per_input * MAX_BYTES_PER_TOKEN
+
+
 @dataclass(frozen=True)
 class TokenPlan:
     """Per-input token counts used for splitting, and the inputs over the per-input limit."""
@@ -142,6 +153,8 @@ class TokenPlan:
     """Exact where counted, else upper bounds."""
     too_long: list[tuple[int, int]]
     """(index, exact count) of inputs over the model's per-input limit."""
+    too_large: list[tuple[int, int]] = field(default_factory=list)
+    """(index, UTF-8 bytes) of inputs over the byte bound; these were not tokenized."""
 
 
 def plan_tokens(
@@ -158,6 +171,10 @@ def plan_tokens(
     the bounds are used as they are (never an under-count).
     """
     counts = estimate_token_counts(texts)
+    bound = input_byte_bound(model) + 2  # the estimate adds 2 special tokens
+    too_large = [(i, n - 2) for i, n in enumerate(counts) if n > bound]
+    if too_large:
+        return TokenPlan(counts, [], too_large)
     counter = exact_counter_for(model, counters)
     if counter is None:
         return TokenPlan(counts, [])

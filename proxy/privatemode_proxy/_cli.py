@@ -19,12 +19,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from privatemode_proxy import __version__
+from privatemode_proxy._admission import AdmissionLimits
 from privatemode_proxy._apikey import clean_api_key, key_forms, redact
 from privatemode_proxy._batching import BatchLimits
 from privatemode_proxy._coalescing import coalescing_for
+from privatemode_proxy._guard import BrowserPolicy
 from privatemode_proxy._pacing import rate_limits_for
-from privatemode_proxy._server import ProxyConfig, create_proxy_app
-from privatemode_proxy._serving import PortInUseError, bind_socket, raise_open_file_limit
+from privatemode_proxy._server import DEFAULT_MAX_CLIENT_INPUTS, ProxyConfig, create_proxy_app
+from privatemode_proxy._serving import (
+    ConnectionLimits,
+    PortInUseError,
+    bind_socket,
+    raise_open_file_limit,
+    server_config,
+)
 from privatemode_proxy._session import (
     ManifestProvider,
     SessionConfig,
@@ -101,6 +109,16 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
     return number
 
 
@@ -236,6 +254,76 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--tlsCertPath", metavar="FILE", help="Serve HTTPS with this certificate.")
     srv.add_argument("--tlsKeyPath", metavar="FILE", help="The key of --tlsCertPath.")
+    srv.add_argument(
+        "--allowedHosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Also accept requests addressed (Host header) to NAME, e.g. a Docker service name; "
+        "'*' accepts any. By default only IP addresses, localhost and --host are accepted "
+        "(DNS rebinding protection). Repeatable.",
+    )
+    srv.add_argument(
+        "--allowedOrigins",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="Let web pages from ORIGIN (e.g. https://app.example) call the proxy, with CORS. "
+        "By default every browser request with an Origin is refused, so that no page you visit "
+        "can spend your API key. Repeatable.",
+    )
+    srv.add_argument(
+        "--maxActiveRequests",
+        type=_positive_int,
+        default=AdmissionLimits.max_active,
+        metavar="N",
+        help="Client requests worked on at once (default: %(default)s).",
+    )
+    srv.add_argument(
+        "--maxQueuedRequests",
+        type=_non_negative_int,
+        default=AdmissionLimits.max_queued,
+        metavar="N",
+        help="Client requests waiting for a slot; beyond this, and after waiting "
+        f"{AdmissionLimits.max_wait_seconds:g} s, the answer is 503 with Retry-After "
+        "(default: %(default)s).",
+    )
+    srv.add_argument(
+        "--maxClientInputs",
+        type=_positive_int,
+        default=DEFAULT_MAX_CLIENT_INPUTS,
+        metavar="N",
+        help="Inputs one client request may carry; more get a 400 (default: %(default)s).",
+    )
+    srv.add_argument(
+        "--maxConnections",
+        type=_positive_int,
+        metavar="N",
+        help="Open client connections; at the limit the oldest connection still sending its "
+        "request head is closed (default: the open-file limit minus 256).",
+    )
+    srv.add_argument(
+        "--headerTimeout",
+        type=_positive_float,
+        default=ConnectionLimits.head_timeout_seconds,
+        metavar="SECONDS",
+        help="Time a client has to send a request's headers (default: %(default)s).",
+    )
+    srv.add_argument(
+        "--bodyTimeout",
+        type=_positive_float,
+        default=AdmissionLimits.body_timeout_seconds,
+        metavar="SECONDS",
+        help="Time a client has to send a request's body (default: %(default)s).",
+    )
+    up.add_argument(
+        "--upstreamTimeout",
+        type=_positive_float,
+        default=SessionConfig.timeout_seconds,
+        metavar="SECONDS",
+        help="Longest wait for an upstream answer; a stalled upstream then shows as 'failing' "
+        "on /healthz (default: %(default)s).",
+    )
     lim = parser.add_argument_group("batching limits (on top of the model catalogue's)")
     lim.add_argument(
         "--maxInputsPerRequest",
@@ -531,6 +619,7 @@ def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> Prox
         certificates=KdsCertificateCache(workspace),
         ocsp_allow_unknown=args.nvidiaOCSPAllowUnknown,
         ocsp_revoked_grace_period=timedelta(hours=args.nvidiaOCSPRevokedGracePeriod),
+        timeout_seconds=args.upstreamTimeout,
     )
     limits = BatchLimits(
         max_inputs_per_request=args.maxInputsPerRequest,
@@ -549,6 +638,13 @@ def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> Prox
     return ProxyConfig(
         session=session,
         limits=limits,
+        admission=AdmissionLimits(
+            max_active=args.maxActiveRequests,
+            max_queued=args.maxQueuedRequests,
+            body_timeout_seconds=args.bodyTimeout,
+        ),
+        browser=BrowserPolicy.of([*args.allowedHosts, args.host], args.allowedOrigins),
+        max_client_inputs=args.maxClientInputs,
         local_mode=local_backend is not None,
         token_counters=counters,
         rate_limits=rate_limits,
@@ -659,10 +755,14 @@ def _serve(args: argparse.Namespace, api_key: str | None) -> int:
             app = create_proxy_app(ready)
             _adopt_uvicorn_loggers()  # the local backend's server may have configured them
             server = uvicorn.Server(
-                uvicorn.Config(
+                server_config(
                     app,
                     host=args.host,
                     port=port,
+                    limits=ConnectionLimits(
+                        head_timeout_seconds=args.headerTimeout,
+                        max_connections=args.maxConnections,
+                    ),
                     ssl_certfile=args.tlsCertPath,
                     ssl_keyfile=args.tlsKeyPath,
                     log_config=None,

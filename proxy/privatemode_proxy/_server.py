@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -25,15 +26,24 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from privatemode_proxy import __version__
+from privatemode_proxy._admission import (
+    Admission,
+    AdmissionLimits,
+    Refused,
+    unless_disconnected,
+)
+from privatemode_proxy._apikey import key_forms, redact
 from privatemode_proxy._batching import (
     BatchLimits,
     TokenCounter,
     default_token_counters,
+    input_byte_bound,
     plan_tokens,
     split_batches,
 )
 from privatemode_proxy._catalogue import CATALOGUE, ModelInfo
 from privatemode_proxy._coalescing import Coalescer, CoalescingConfig, PackAnswer
+from privatemode_proxy._guard import BrowserGuard, BrowserPolicy
 from privatemode_proxy._keymodes import ApiKey
 from privatemode_proxy._memory import MemoryTrimmer
 from privatemode_proxy._pacing import (
@@ -67,6 +77,9 @@ from privatemode_proxy.openai import (
 logger = logging.getLogger(__name__)
 
 _JSON = "application/json"
+DEFAULT_MAX_CLIENT_INPUTS = 8192
+"""Four times OpenAI's 2,048 inputs per request: enough for any client that batches, and an
+answer of bounded size (8,192 x 2,560 float32 is 84 MB of vectors)."""
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -76,7 +89,12 @@ class ProxyConfig:
 
     session: SessionConfig
     limits: BatchLimits = field(default_factory=BatchLimits)
-    max_body_bytes: int = 64 * 1024 * 1024
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """Requests worked on and waiting at once, body size and body timeout."""
+    browser: BrowserPolicy = field(default_factory=BrowserPolicy)
+    """`Host` names and browser origins accepted (none but IP literals and localhost)."""
+    max_client_inputs: int = DEFAULT_MAX_CLIENT_INPUTS
+    """Inputs one client request may carry (400 past it); the proxy splits them upstream."""
     local_mode: bool = False
     """Shown on the status page: the upstream is the bundled local backend, not Privatemode."""
     token_counters: Mapping[str, TokenCounter] | None = None
@@ -160,7 +178,9 @@ _STRINGS_ONLY_MESSAGE = (
 )
 
 
-def parse_embeddings_request(raw: bytes) -> EmbeddingsRequest:
+def parse_embeddings_request(
+    raw: bytes, *, max_inputs: int = DEFAULT_MAX_CLIENT_INPUTS
+) -> EmbeddingsRequest:
     """Validate the body of `POST /v1/embeddings`; raises `ApiError` (400) with what to change."""
     try:
         body = orjson.loads(raw)
@@ -185,6 +205,15 @@ def parse_embeddings_request(raw: bytes) -> EmbeddingsRequest:
     elif isinstance(value, list):
         if not value:
             raise ApiError(400, "'input' must not be an empty list", param="input")
+        if len(value) > max_inputs:
+            raise ApiError(
+                400,
+                f"'input' has {len(value)} items; this proxy accepts at most {max_inputs} inputs "
+                "per request (it splits them for the model itself). Send them in several "
+                "requests, or raise the proxy's --maxClientInputs",
+                param="input",
+                code="too_many_inputs",
+            )
         texts = value
         for i, item in enumerate(texts):
             if isinstance(item, str):
@@ -226,12 +255,38 @@ class _SubResult:
     total_tokens: int | None
 
 
+class UpstreamHealth:
+    """What the proxy last saw of the upstream's inference endpoint (for /healthz and /)."""
+
+    def __init__(self) -> None:
+        self.last_answer_at: datetime | None = None
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+
+    def answered(self, status_code: int) -> None:
+        if status_code >= 500:
+            self.failed(f"upstream answered HTTP {status_code}")
+        else:
+            self.last_answer_at = datetime.now(UTC)
+
+    def failed(self, message: str) -> None:
+        self.last_error, self.last_error_at = message, datetime.now(UTC)
+
+    @property
+    def failing(self) -> bool:
+        """The upstream's last word was an error (unreachable, timed out, 5xx)."""
+        if self.last_error_at is None:
+            return False
+        return self.last_answer_at is None or self.last_error_at > self.last_answer_at
+
+
 class EmbeddingsService:
     """Serves one validated embeddings request: split, send, check, merge."""
 
     def __init__(self, config: ProxyConfig, session: UpstreamSession) -> None:
         self.config = config
         self.session = session
+        self.health = UpstreamHealth()
         self._counters: dict[str, TokenCounter] = {
             **default_token_counters(),
             **(config.token_counters or {}),
@@ -299,10 +354,24 @@ class EmbeddingsService:
             return [(0, len(texts))], None
         limits = self.config.limits
         max_tokens = limits.tokens_for(info)
-        if len(texts) > 64:  # tokenizing a large batch is worth a thread
+        # Counting is bounded (inputs over the byte bound are never tokenized) but may still
+        # take a while for many long inputs: never on the event loop, except for tiny requests.
+        if len(texts) > 8 or sum(map(len, texts)) > 4096:
             plan = await asyncio.to_thread(plan_tokens, info, texts, max_tokens, self._counters)
         else:
             plan = plan_tokens(info, texts, max_tokens, self._counters)
+        if plan.too_large:
+            i, size = plan.too_large[0]
+            n_large = len(plan.too_large)
+            more = f" ({n_large} inputs are too long)" if n_large > 1 else ""
+            raise ApiError(
+                400,
+                f"input {i} is {size} bytes long; model '{info.id}' accepts at most "
+                f"{info.max_tokens_per_input} tokens per input, and no text over "
+                f"{input_byte_bound(info)} bytes fits that{more}. Shorten or split it.",
+                param="input",
+                code="context_length_exceeded",
+            )
         if plan.too_long:
             i, n = plan.too_long[0]
             more = f" ({len(plan.too_long)} inputs are too long)" if len(plan.too_long) > 1 else ""
@@ -394,9 +463,11 @@ class EmbeddingsService:
                     )
                     self.estimator.observe(info, estimate, reported)
             except UpstreamError as exc:
+                self.health.failed(f"{exc}{where}")
                 raise ApiError(
                     exc.status_code, f"{exc}{where}", error_type=exc.error_type, code=exc.code
                 ) from None
+        self.health.answered(answer.status_code)
         if not answer.is_success:
             raise _upstream_error(answer, where)
         try:
@@ -483,6 +554,8 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
     session = UpstreamSession(config.session)
     service = EmbeddingsService(config, session)
     coalescer = Coalescer(config.coalescing) if config.coalescing is not None else None
+    admission = Admission(config.admission)
+    key_texts = key_forms(config.session.api_key)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -509,10 +582,19 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
     )
     app.state.session = session
     app.state.config = config
+    app.state.admission = admission
+    app.state.health = service.health
+    app.add_middleware(BrowserGuard, policy=config.browser)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:
+        if key_texts:  # belt and braces: no message ever shows the API key
+            exc.message = redact(exc.message, key_texts)
         return exc.response()
+
+    @app.exception_handler(Refused)
+    async def _refused(_request: Request, exc: Refused) -> Response:
+        return error_response(exc.status, exc.message, exc.error_type, None, exc.code, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
@@ -531,28 +613,33 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-            raise ApiError(413, f"request body over {config.max_body_bytes} bytes")
-        raw = await request.body()
-        if len(raw) > config.max_body_bytes:
-            raise ApiError(413, f"request body over {config.max_body_bytes} bytes")
-        req = parse_embeddings_request(raw)
-        key = session.api_key_for(request.headers.get("authorization"))
-        pacing = service.pacing_for(_key_label(key), request.headers)
-        try:
+        # Admitted before the body is read: waiting requests hold no body in memory.
+        async with admission.slot() as slot:
+            raw = await admission.read_body(request, slot)
+            req = parse_embeddings_request(raw, max_inputs=config.max_client_inputs)
+            del raw
+            key = session.api_key_for(request.headers.get("authorization"))
+            pacing = service.pacing_for(_key_label(key), request.headers)
             if coalescer is not None and coalescer.accepts(len(req.texts)):
-                body = await _embed_coalesced(service, coalescer, req, key, pacing)
-                return Response(body, media_type=_JSON)
-            return Response(await service.embed(req, pacing, key), media_type=_JSON)
-        except PacingRefused as exc:
-            raise ApiError(
-                429,
-                str(exc),
-                error_type="rate_limit_error",
-                code="rate_limit_exceeded",
-                headers=exc.headers(),
-            ) from None
+                work = _embed_coalesced(service, coalescer, req, key, pacing)
+            else:
+                work = service.embed(req, pacing, key)
+            # A client that goes away cancels its outstanding sub-requests: no quota is spent
+            # for nobody.
+            try:
+                answer = await unless_disconnected(request.receive, work)
+            except Refused:
+                logger.info("client went away: cancelled its request of %d inputs", len(req.texts))
+                raise
+            except PacingRefused as exc:
+                raise ApiError(
+                    429,
+                    str(exc),
+                    error_type="rate_limit_error",
+                    code="rate_limit_exceeded",
+                    headers=exc.headers(),
+                ) from None
+            return Response(answer, media_type=_JSON)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -564,21 +651,55 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
                 exc.status_code, str(exc), error_type=exc.error_type, code=exc.code
             ) from None
         if status != 200:
-            return Response(content, status, media_type=_JSON)
+            return _upstream_models_error(status, content)
         return Response(_with_tasks(content, config.catalogue), media_type=_JSON)
+
+    def upstream_status() -> dict[str, Any]:
+        """The session's state and what the last requests saw; the key redacted everywhere."""
+        status = session.status()
+        health = service.health
+        if status["ready"]:
+            state = "failing" if health.failing else "ready"
+        else:
+            state = "failed" if status["last_error"] else "pending"
+        last_error, last_error_at = status["last_error"], status["last_error_at"]
+        if health.last_error_at is not None and (
+            last_error_at is None or health.last_error_at.isoformat() > last_error_at
+        ):
+            last_error, last_error_at = health.last_error, health.last_error_at.isoformat()
+        if last_error and key_texts:
+            last_error = redact(str(last_error), key_texts)
+        answered = health.last_answer_at
+        status.update(
+            state=state,
+            last_error=last_error,
+            last_error_at=last_error_at,
+            last_upstream_answer_at=answered.isoformat() if answered else None,
+            upstream_timeout_seconds=config.session.timeout_seconds,
+            requests_in_progress=admission.in_progress,
+            requests_waiting=admission.waiting,
+            requests_refused_overloaded=admission.refused,
+        )
+        return status
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        status = session.status()
-        state = "ready" if status["ready"] else ("failed" if status["last_error"] else "pending")
-        body = {"status": "ok", "upstream": state, "last_error": status["last_error"]}
+        status = upstream_status()
+        keys = (
+            "last_error",
+            "last_error_at",
+            "last_upstream_answer_at",
+            "requests_in_progress",
+            "requests_waiting",
+        )
+        body = {"status": "ok", "upstream": status["state"], **{k: status[k] for k in keys}}
         if service.pacer is not None:
             body["rate_limits"] = service.pacer.status()
         return Response(orjson.dumps(body), media_type=_JSON)
 
     @app.get("/")
     async def status_page(request: Request) -> Response:
-        status = session.status()
+        status = upstream_status()
         status["local_mode"] = config.local_mode
         if service.pacer is not None:
             status["rate_limits"] = service.pacer.status()
@@ -665,6 +786,23 @@ def _key_label(key: ApiKey | None) -> str:
     return "proxy key" if key.source == "proxy" else key.id
 
 
+def _upstream_models_error(status: int, content: bytes) -> Response:
+    """An upstream error on /v1/models in OpenAI's shape (an upstream may answer plain text)."""
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return Response(content, status, media_type=_JSON)
+    text = content[:300].decode("utf-8", errors="replace").strip()
+    return error_response(
+        status if 400 <= status < 600 else 502,
+        f"upstream answered HTTP {status} to /v1/models" + (f": {text}" if text else ""),
+        "upstream_error",
+        code="upstream_error",
+    )
+
+
 def _with_tasks(content: bytes, catalogue: Mapping[str, ModelInfo]) -> bytes:
     """Upstream's model list, with `tasks` filled in from the catalogue where it is missing."""
     try:
@@ -698,7 +836,15 @@ def _rate_limit_text(paced: dict[str, Any]) -> str:
 
 def _status_html(status: dict[str, Any]) -> str:
     esc = html.escape
-    rows: list[tuple[str, str]] = [("Upstream", str(status["upstream"]))]
+    rows: list[tuple[str, str]] = [
+        ("Upstream", f"{status['upstream']} ({status.get('state')})"),
+        ("Last upstream answer", str(status.get("last_upstream_answer_at") or "none yet")),
+        (
+            "Requests",
+            f"{status.get('requests_in_progress', 0)} in progress, "
+            f"{status.get('requests_waiting', 0)} waiting",
+        ),
+    ]
     att = status.get("attestation")
     if isinstance(att, dict):
         for key in ("product", "measurement", "reported_tcb", "manifest_sha256", "verified_at"):

@@ -10,6 +10,7 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 from _proxyhelpers import MODEL, post_embeddings, start_proxy, wait_upstream
 from _relay import TcpRelay
 from privatemode_proxy import BatchLimits, LocalStack
+from privatemode_proxy._serving import ServerThread
 from privatemode_proxy.local import LocalBackend
 
 SECRET_TEXTS = [
@@ -261,3 +263,218 @@ def test_status_page_shows_attestation_never_the_secret(local_stack: LocalStack)
         assert form not in html
         assert form not in json.dumps(summary)
     assert state.secret.id not in html  # not even the ID
+
+
+# -- web pages must not use the proxy (issue 13 #2) -----------------------------------------------
+
+
+def _guarded_proxy(local_stack: LocalStack, **browser: tuple[str, ...]) -> ServerThread:
+    from privatemode_proxy import ProxyConfig, SessionConfig, create_proxy_app, pinned_manifest
+    from privatemode_proxy._guard import BrowserPolicy
+    from privatemode_proxy.attestation import load_trusted_root
+
+    backend = local_stack.backend
+    config = ProxyConfig(
+        session=SessionConfig(
+            api_url=backend.url,
+            trusted_roots=tuple(load_trusted_root(Path(backend.root_pem_path))),
+            manifest=pinned_manifest(Path(backend.manifest_path).read_bytes()),
+        ),
+        local_mode=True,
+        browser=BrowserPolicy.of(**browser),
+    )
+    server = ServerThread(create_proxy_app(config))
+    server.start()
+    wait_upstream(server.url)
+    return server
+
+
+def test_simple_requests_foreign_hosts_and_origins_are_refused(local_stack: LocalStack) -> None:
+    url = local_stack.proxy_url
+    body = json.dumps({"model": MODEL, "input": "x"})
+    before = local_stack.backend.request_log.count("/v1/embeddings")
+    plain = httpx.post(url + "/v1/embeddings", content=body, headers={"content-type": "text/plain"})
+    assert plain.status_code == 415 and plain.json()["error"]["code"] == "unsupported_media_type"
+    form = httpx.post(url + "/v1/embeddings", content=body)  # no Content-Type at all
+    assert form.status_code == 415
+    rebound = httpx.get(url + "/", headers={"host": "evil.test:8080"})
+    assert rebound.status_code == 403 and "--allowedHosts" in rebound.json()["error"]["message"]
+    assert "attestation" not in rebound.text
+    page = httpx.post(
+        url + "/v1/embeddings", content=body,
+        headers={"content-type": "application/json", "origin": "https://evil.test"},
+    )
+    assert page.status_code == 403 and "--allowedOrigins" in page.json()["error"]["message"]
+    assert local_stack.backend.request_log.count("/v1/embeddings") == before
+    # What non-browser clients send still works: JSON, an IP or localhost as Host.
+    for host in (None, "localhost", f"127.0.0.1:{urlsplit(url).port}", "[::1]:1"):
+        headers = {"content-type": "application/json; charset=utf-8"}
+        if host:
+            headers["host"] = host
+        resp = httpx.post(url + "/v1/embeddings", content=body, headers=headers)
+        assert resp.status_code == 200, (host, resp.text)
+
+
+def test_allowed_hosts_and_origins_get_through(local_stack: LocalStack) -> None:
+    proxy = _guarded_proxy(
+        local_stack, hosts=("proxy.internal",), origins=("https://app.example",)
+    )
+    try:
+        body = {"model": MODEL, "input": "x"}
+        named = httpx.post(
+            proxy.url + "/v1/embeddings", json=body, headers={"host": "proxy.internal"}
+        )
+        assert named.status_code == 200
+        preflight = httpx.options(
+            proxy.url + "/v1/embeddings",
+            headers={"origin": "https://app.example", "access-control-request-method": "POST"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        cors = httpx.post(
+            proxy.url + "/v1/embeddings", json=body, headers={"origin": "https://app.example"}
+        )
+        assert cors.status_code == 200
+        assert cors.headers["access-control-allow-origin"] == "https://app.example"
+        other = httpx.post(
+            proxy.url + "/v1/embeddings", json=body, headers={"origin": "https://evil.test"}
+        )
+        assert other.status_code == 403
+    finally:
+        proxy.stop()
+
+
+_ATTACK_PAGE = """<!doctype html><meta charset="utf-8"><title>a page the user visits</title>
+<script>
+async function attack(proxy) {
+  const body = JSON.stringify({model: "%(model)s", input: "spend the victim's quota"});
+  const out = {};
+  try {  // a "simple" request: no preflight, the answer is opaque, the effect is what counts
+    await fetch(proxy + "/v1/embeddings", {method: "POST", mode: "no-cors",
+                headers: {"Content-Type": "text/plain"}, body});
+    out.simple = "sent";
+  } catch (e) { out.simple = "blocked"; }
+  try {
+    const r = await fetch(proxy + "/v1/embeddings", {method: "POST",
+                          headers: {"Content-Type": "application/json"}, body});
+    const j = await r.json();
+    out.json = j.data ? "EMBEDDING " + j.data[0].embedding.length : "status " + r.status;
+  } catch (e) { out.json = "blocked"; }
+  try {
+    const r = await fetch(proxy + "/?format=json");
+    out.status = "read " + (await r.text()).slice(0, 60);
+  } catch (e) { out.status = "blocked"; }
+  return out;
+}
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """Debian's headless Chromium, driven by Playwright (no browser download)."""
+    import os
+    import shutil
+
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's package)")
+        pytest.skip("chromium not installed: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=executable,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                # DNS rebinding, simulated: the attacker's name resolves to the proxy's address.
+                "--host-resolver-rules=MAP evil.test 127.0.0.1",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class _PageServer:
+    """Serves the attack page from another origin (another port of 127.0.0.1)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        page = (_ATTACK_PAGE % {"model": MODEL}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/html; charset=utf-8")
+                self.send_header("content-length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_web_page_in_chromium_cannot_use_the_proxy(
+    local_stack: LocalStack, chromium: Any
+) -> None:
+    pages = _PageServer()
+    log = local_stack.backend.request_log
+    try:
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(pages.url + "/")
+        before = log.count("/v1/embeddings")
+        got = page.evaluate("proxy => attack(proxy)", local_stack.proxy_url)
+        assert got["json"] == "blocked", got  # preflight refused: no readable answer
+        assert got["status"] == "blocked", got
+        assert log.count("/v1/embeddings") == before, "the simple request reached the backend"
+
+        # DNS rebinding: the attacker's own name now points at the proxy; same-origin requests.
+        port = urlsplit(local_stack.proxy_url).port
+        rebound = f"http://evil.test:{port}"
+        response = page.goto(rebound + "/")
+        assert response is not None and response.status == 403
+        page.set_content(_ATTACK_PAGE % {"model": MODEL})  # the attacker's script, same origin
+        got = page.evaluate("proxy => attack(proxy)", rebound)
+        assert not got["json"].startswith("EMBEDDING"), got
+        assert "attestation" not in got["status"] and "measurement" not in got["status"], got
+        assert log.count("/v1/embeddings") == before
+        context.close()
+    finally:
+        pages.close()
+
+
+def test_chromium_gets_an_embedding_from_an_allowed_origin(
+    local_stack: LocalStack, chromium: Any
+) -> None:
+    """The control: the same page, allowed by --allowedOrigins, does get one (so the refusals
+    above are the guard's doing, not the harness's)."""
+    pages = _PageServer()
+    proxy = _guarded_proxy(local_stack, origins=(pages.url,))
+    try:
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(pages.url + "/")
+        got = page.evaluate("proxy => attack(proxy)", proxy.url)
+        assert got["json"] == "EMBEDDING 384", got
+        context.close()
+    finally:
+        proxy.stop()
+        pages.close()

@@ -13,7 +13,6 @@ before it reaches the engine and never holds up the others.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -41,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .._admission import Admission, AdmissionLimits, Refused, unless_disconnected
 from .._catalogue import CATALOGUE, ModelInfo
 from .._serving import ServerThread
 from ..openai import (
@@ -211,7 +211,17 @@ class _Runtime:
             max_batch_texts=limits.max_batch_texts,
         )
         self.cpu = anyio.CapacityLimiter(limits.cpu_threads)
-        self.inflight = asyncio.Semaphore(limits.max_concurrent_requests)
+        # Admitted before the body is read, so waiting requests hold no body in memory.
+        self.admission = Admission(
+            AdmissionLimits(
+                max_active=limits.max_concurrent_requests,
+                max_queued=4096,
+                max_wait_seconds=600.0,
+                max_body_bytes=limits.max_body_bytes,
+                body_timeout_seconds=120.0,
+            ),
+            what="the local backend",
+        )
 
 
 class _Backend:
@@ -342,27 +352,37 @@ class _Backend:
     async def embeddings(self, request: Request) -> Response:
         arrived = time.monotonic()
         self._authorize(request)
-        body = await read_body(request, self.limits.max_body_bytes)
-        async with self.runtime.inflight:
-            outer = await self._cpu(parse_json_object, body)
-            model = check_model(outer, self.models)
-            cipher = ResponseCipher(self.secrets.get)
-            fields = await self._cpu(self._decrypt, cipher, outer, body)
-            parsed = parse_embeddings_fields(fields, model.id, model, echo=False)
-            _check_served_dimensions(parsed.dimensions, model)
-            counts = await self._cpu(self.engine.count_tokens, parsed.texts)
-            total = check_token_counts(counts, model)
-            rate_headers = self._admit(request, total, arrived)
-            vectors = await self.runtime.batcher.embed(parsed.texts, counts)
-            vectors = reduce_dimensions(vectors, parsed.dimensions, model)
-            payload = await self._cpu(
-                self._encode,
-                cipher,
-                vectors,
-                model.id,
-                parsed.encoding_format,
-                total,
-            )
+        admission = self.runtime.admission
+        try:
+            async with admission.slot() as slot:
+                body = await admission.read_body(request, slot)
+                # A client that went away (the proxy cancelling a sub-request) stops the work.
+                return await unless_disconnected(
+                    request.receive, self._embed(request, body, arrived)
+                )
+        except Refused as exc:
+            raise ApiError(exc.status, exc.message, code=exc.code) from None
+
+    async def _embed(self, request: Request, body: bytes, arrived: float) -> Response:
+        outer = await self._cpu(parse_json_object, body)
+        model = check_model(outer, self.models)
+        cipher = ResponseCipher(self.secrets.get)
+        fields = await self._cpu(self._decrypt, cipher, outer, body)
+        parsed = parse_embeddings_fields(fields, model.id, model, echo=False)
+        _check_served_dimensions(parsed.dimensions, model)
+        counts = await self._cpu(self.engine.count_tokens, parsed.texts)
+        total = check_token_counts(counts, model)
+        rate_headers = self._admit(request, total, arrived)
+        vectors = await self.runtime.batcher.embed(parsed.texts, counts)
+        vectors = reduce_dimensions(vectors, parsed.dimensions, model)
+        payload = await self._cpu(
+            self._encode,
+            cipher,
+            vectors,
+            model.id,
+            parsed.encoding_format,
+            total,
+        )
         return _json_response(payload, headers=rate_headers)
 
     def _admit(self, request: Request, tokens: int, arrived: float) -> dict[str, str] | None:
