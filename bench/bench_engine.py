@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import random
@@ -164,10 +165,7 @@ def main() -> None:
         return
 
     import numpy as np
-    from privatemode_proxy.local._engine import (
-        MiniLMEngine,
-        sentence_transformers_available,
-    )
+    from privatemode_proxy.local._engine import MiniLMEngine
 
     sets = {
         "short (~12 words)": make_texts(args.short, 12, seed=1),
@@ -178,7 +176,7 @@ def main() -> None:
     tokens = {name: engine.count_tokens(texts) for name, texts in sets.items()}
 
     st_python = args.st_python
-    if st_python is None and sentence_transformers_available():
+    if st_python is None and importlib.util.find_spec("sentence_transformers") is not None:
         st_python = sys.executable
     theirs = _StProcess(st_python, sets, args) if st_python is not None else None
 

@@ -487,21 +487,6 @@ class UpstreamSession:
             return state
         return await self._trusted_state(slot, key)
 
-    async def renew_secret(self, stale: Secret, key: ApiKey | None = None) -> Secret:
-        """A secret other than `stale` (which the upstream no longer knows).
-
-        Call it as soon as the `no secret for ID` answer arrives: the upstream may have lost
-        every secret it held then (a restart), including one whose exchange was still under way,
-        so only a secret from an exchange started after this call is taken.
-        """
-        slot = self._slot_for(key)
-        state = slot.state
-        if state is not None and state.secret.id == stale.id:
-            serial = state.exchange_serial
-        else:  # an older secret: distrust every exchange started so far
-            serial = slot.exchanges_started
-        return (await self._renew_state(slot, key, stale.id, serial)).secret
-
     async def _renew_state(
         self, slot: _SecretSlot, key: ApiKey | None, stale_id: str, stale_serial: int
     ) -> _SecretState:

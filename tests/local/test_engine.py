@@ -21,10 +21,8 @@ import pytest
 from privatemode_proxy.local._engine import (
     EmbeddingEngine,
     MiniLMEngine,
-    SentenceTransformersEngine,
     _gelu_,
     load_default_engine,
-    sentence_transformers_available,
 )
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "minilm_reference.json"
@@ -295,21 +293,3 @@ def test_gelu_uses_the_exact_normal_cdf() -> None:
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="workers"):
         MiniLMEngine(workers=0)
-
-
-@pytest.mark.skipif(
-    sentence_transformers_available(), reason="sentence-transformers is installed here"
-)
-def test_sentence_transformers_engine_says_what_it_needs() -> None:
-    with pytest.raises(ImportError, match="sentence-transformers"):
-        SentenceTransformersEngine()
-
-
-@pytest.mark.skipif(
-    not sentence_transformers_available(), reason="sentence-transformers is not installed"
-)
-def test_sentence_transformers_engine_agrees() -> None:
-    engine = SentenceTransformersEngine()
-    assert isinstance(engine, EmbeddingEngine)
-    assert engine.count_tokens(TEXTS) == [r.tokens for r in REFERENCE]
-    assert_matches_reference(engine.embed(TEXTS), list(range(len(TEXTS))))

@@ -40,10 +40,8 @@ from .._tokenizer import LOCAL_MODEL_PACKAGE_PIP, local_model_dir
 __all__ = [
     "EmbeddingEngine",
     "MiniLMEngine",
-    "SentenceTransformersEngine",
     "default_model_dir",
     "load_default_engine",
-    "sentence_transformers_available",
 ]
 
 MINILM_MODEL_ID: Final = LOCAL_MODEL_ID
@@ -548,69 +546,6 @@ def _runs(lengths: Sequence[int]) -> Iterator[_Run]:
 
 
 # --- the optional reference engine ---------------------------------------------------------------
-
-
-def sentence_transformers_available() -> bool:
-    """Whether `SentenceTransformersEngine` can run (sentence-transformers and torch import)."""
-    try:
-        importlib.import_module("sentence_transformers")
-    except ImportError:
-        return False
-    return True
-
-
-class SentenceTransformersEngine:
-    """The same model through sentence-transformers/torch, where those are installed.
-
-    Never required: the backend defaults to `MiniLMEngine`. Useful to compare against.
-    """
-
-    model_id: Final = MINILM_MODEL_ID
-
-    def __init__(self, model_dir: Path | str | None = None, *, batch_size: int = 32):
-        try:
-            st = importlib.import_module("sentence_transformers")
-        except ImportError as exc:
-            raise ImportError(
-                "SentenceTransformersEngine needs sentence-transformers (and torch); "
-                "the default MiniLMEngine needs neither"
-            ) from exc
-        directory = Path(model_dir) if model_dir is not None else default_model_dir()
-        self._model = st.SentenceTransformer(str(directory), device="cpu")
-        self._batch_size = batch_size
-        self._tokenizer = self._model.tokenizer
-
-    @property
-    def dimensions(self) -> int:
-        model = self._model
-        # sentence-transformers 6 renamed the method; older releases have only the old name.
-        get = getattr(model, "get_embedding_dimension", None)
-        return int(get() if get is not None else model.get_sentence_embedding_dimension())
-
-    @property
-    def max_tokens_per_input(self) -> int:
-        return int(self._model.max_seq_length)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        items = _check_texts(texts)
-        if not items:
-            return []
-        # verbose=False: counting a text longer than the model's limit is not an error here.
-        encoded = self._tokenizer(items, add_special_tokens=True, truncation=False, verbose=False)
-        return [len(ids) for ids in encoded["input_ids"]]
-
-    def embed(self, texts: Sequence[str]) -> Float32Array:
-        items = _check_texts(texts)
-        if not items:
-            return np.empty((0, self.dimensions), dtype=np.float32)
-        vectors = self._model.encode(
-            items,
-            batch_size=self._batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 # --- the process-wide default ------------------------------------------------------------------

@@ -12,9 +12,9 @@ ML-KEM-768, X25519, HKDF and HMAC come from ``cryptography``; SHA3/SHAKE from ``
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
@@ -36,13 +36,11 @@ __all__ = [
 _MLKEM768_PUBLIC_KEY_SIZE = 1184
 _MLKEM768_CIPHERTEXT_SIZE = 1088
 _MLKEM_SEED_SIZE = 64  # d || z (FIPS 203)
-_MLKEM_MESSAGE_SIZE = 32  # m of ML-KEM.Encaps_internal
 _X25519_SIZE = 32
 
 XWING_PUBLIC_KEY_SIZE = _MLKEM768_PUBLIC_KEY_SIZE + _X25519_SIZE  # 1216
 XWING_ENC_SIZE = _MLKEM768_CIPHERTEXT_SIZE + _X25519_SIZE  # 1120
 XWING_SEED_SIZE = 32
-XWING_ESEED_SIZE = _MLKEM_MESSAGE_SIZE + _X25519_SIZE  # 64
 _SHARED_SECRET_SIZE = 32
 
 # The X-Wing combiner label: the six ASCII bytes  \.//^\  (a drawing of a wing).
@@ -235,31 +233,22 @@ class XWingPrivateKey:
         return "XWingPrivateKey(<secret hidden>)"
 
 
-def _mlkem768_encapsulate_derand(public_key: bytes, m: bytes) -> tuple[bytes, bytes]:
-    """ML-KEM-768.Encaps_internal(ek, m) for deterministic test vectors.
-
-    ``cryptography`` only encapsulates with fresh randomness, so the deterministic variant uses
-    the pure-Python FIPS 203 implementation from ``kyber-py`` (a test dependency; it is not
-    constant-time, which doesn't matter for fixed, public test randomness). The result is
-    checked by the vectors and by ``cryptography``'s decapsulation in the tests.
-    """
-    try:
-        # Imported by name: optional, untyped, and never loaded on the production path.
-        kyber_ml_kem = importlib.import_module("kyber_py.ml_kem")
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise HpkeError(
-            "deterministic X-Wing encapsulation (eseed) needs the test dependency 'kyber-py'"
-        ) from None
-    shared_secret, ciphertext = kyber_ml_kem.ML_KEM_768._encaps_internal(public_key, m)
-    return bytes(shared_secret), bytes(ciphertext)
+MlKemEncapsulate = Callable[[mlkem.MLKEM768PublicKey], tuple[bytes, bytes]]
+"""ML-KEM-768 encapsulation, `(shared_secret, ciphertext)`; fresh randomness unless a test vector
+needs the derandomised `Encaps_internal` (the tests supply that one)."""
 
 
-def xwing_encapsulate(public_key: bytes, *, eseed: bytes | None = None) -> tuple[bytes, bytes]:
-    """Encapsulate to an X-Wing public key; returns ``(shared_secret, enc)``.
+def _fresh_mlkem_encapsulate(public_key: mlkem.MLKEM768PublicKey) -> tuple[bytes, bytes]:
+    return public_key.encapsulate()
 
-    ``eseed`` (64 bytes: ML-KEM ``m`` || X25519 ephemeral private key) makes the result
-    deterministic; it exists only for test vectors. Never pass it in production.
-    """
+
+def _encapsulate(
+    public_key: bytes,
+    ephemeral: x25519.X25519PrivateKey,
+    mlkem_encapsulate: MlKemEncapsulate,
+) -> tuple[bytes, bytes]:
+    """X-Wing encapsulation with the given ephemeral X25519 key and ML-KEM encapsulation (the
+    seam the deterministic test vectors use; production goes through `xwing_encapsulate`)."""
     public_key = _require_bytes(public_key, XWING_PUBLIC_KEY_SIZE, "X-Wing public key")
     pk_mlkem, pk_x25519 = (
         public_key[:_MLKEM768_PUBLIC_KEY_SIZE],
@@ -269,28 +258,29 @@ def xwing_encapsulate(public_key: bytes, *, eseed: bytes | None = None) -> tuple
         mlkem_public = mlkem.MLKEM768PublicKey.from_public_bytes(pk_mlkem)
     except ValueError:
         raise HpkeError("invalid ML-KEM-768 encapsulation key in X-Wing public key") from None
-    if eseed is None:
-        ephemeral = x25519.X25519PrivateKey.generate()
-        ss_mlkem, ct_mlkem = mlkem_public.encapsulate()
-    else:
-        eseed = _require_bytes(eseed, XWING_ESEED_SIZE, "X-Wing eseed")
-        ephemeral = x25519.X25519PrivateKey.from_private_bytes(eseed[_MLKEM_MESSAGE_SIZE:])
-        ss_mlkem, ct_mlkem = _mlkem768_encapsulate_derand(pk_mlkem, eseed[:_MLKEM_MESSAGE_SIZE])
+    ss_mlkem, ct_mlkem = mlkem_encapsulate(mlkem_public)
     ct_x25519 = ephemeral.public_key().public_bytes_raw()
     ss_x25519 = _x25519_exchange(ephemeral, pk_x25519)
     return _combine(ss_mlkem, ss_x25519, ct_x25519, pk_x25519), ct_mlkem + ct_x25519
 
 
+def xwing_encapsulate(public_key: bytes) -> tuple[bytes, bytes]:
+    """Encapsulate to an X-Wing public key, fresh randomness; returns ``(shared_secret, enc)``."""
+    return _encapsulate(public_key, x25519.X25519PrivateKey.generate(), _fresh_mlkem_encapsulate)
+
+
 # --------------------------------------------------------------------------- HPKE setup
 
 
-def setup_base_sender_export(
-    public_key: bytes, info: bytes = b"", *, eseed: bytes | None = None
-) -> tuple[bytes, ExportContext]:
-    """HPKE ``SetupBaseS`` (X-Wing, HKDF-SHA256, export-only); returns ``(enc, context)``."""
-    shared_secret, enc = xwing_encapsulate(public_key, eseed=eseed)
+def _sender_export(encapsulated: tuple[bytes, bytes], info: bytes) -> tuple[bytes, ExportContext]:
+    shared_secret, enc = encapsulated
     schedule = _key_schedule_base(shared_secret, info)
     return enc, _export_context(schedule, kem_id=KEM_XWING, aead_id=AEAD_EXPORT_ONLY)
+
+
+def setup_base_sender_export(public_key: bytes, info: bytes = b"") -> tuple[bytes, ExportContext]:
+    """HPKE ``SetupBaseS`` (X-Wing, HKDF-SHA256, export-only); returns ``(enc, context)``."""
+    return _sender_export(xwing_encapsulate(public_key), info)
 
 
 def setup_base_receiver_export(
