@@ -35,8 +35,10 @@ class CoalescingConfig:
 
     window_seconds: float = 0.02
     """How long a pack stays open after its first request (longer under pacing, see above)."""
-    max_inputs_per_client: int = 16
-    """Requests with more inputs than this go upstream on their own (they fill requests well)."""
+    max_inputs_per_client: int = 256
+    """Requests with more inputs than this, or more than half a pack's tokens, go upstream on
+    their own (they fill requests well). Below it, a client's concurrent requests (a progress
+    bar makes ~50 of one call) share upstream requests."""
     max_inputs: int = 2048
     """Most inputs in one pack (the model's per-request limit is applied too)."""
     max_tokens: int = 100_000

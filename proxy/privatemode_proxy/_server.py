@@ -740,6 +740,9 @@ async def _embed_coalesced(
     max_tokens = limits.tokens_for(info) if info is not None else 300_000
     if pacing is not None and pacing.pacer.token_budget is not None:
         max_tokens = min(max_tokens, pacing.pacer.token_budget)
+    max_tokens = min(max_tokens, coalescer.config.max_tokens)
+    if sum(tokens) > max_tokens // 2:  # fills a request well on its own
+        return await service.embed(req, pacing, key)
     extra = orjson.dumps(req.passthrough, option=orjson.OPT_SORT_KEYS)
     pack_key = (_key_label(key), req.model, req.dimensions, extra)
 

@@ -20,6 +20,8 @@ from privatemode_proxy._coalescing import (
 from privatemode_proxy._pacing import RateLimits
 from privatemode_proxy.local import RateLimit
 
+from privatemode_integrations import PrivatemodeEmbeddings
+
 QUESTIONS = [f"What does clause {i} of the contract say about data retention?" for i in range(30)]
 
 
@@ -85,12 +87,14 @@ async def test_coalescing_under_pacing_serves_many_clients_in_few_requests(
 
 
 async def test_large_requests_are_not_packed(make_stack: type[PacedStack]) -> None:
-    config = CoalescingConfig(window_seconds=0.05, max_inputs_per_client=4)
+    config = CoalescingConfig(window_seconds=0.05, max_inputs_per_client=4, max_tokens=400)
     stack = make_stack(proxy_options={"coalescing": config})
-    answers = await _ask_all(stack, [QUESTIONS[:5], QUESTIONS[5:10], QUESTIONS[10]])
-    assert [a.status_code for a in answers] == [200] * 3
-    assert [len(a.json()["data"]) for a in answers] == [5, 5, 1]
-    assert stack.upstream_embeddings() == 3
+    long_text = "word " * 200  # ~200 tokens: half of a pack's 400
+    inputs: list[object] = [QUESTIONS[:5], QUESTIONS[5:10], long_text, QUESTIONS[10], QUESTIONS[11]]
+    answers = await _ask_all(stack, inputs)
+    assert [a.status_code for a in answers] == [200] * 5
+    assert [len(a.json()["data"]) for a in answers] == [5, 5, 1, 1, 1]
+    assert stack.upstream_embeddings() == 4  # three alone, the last two together
 
 
 class _InputError(Exception):
@@ -184,3 +188,32 @@ def test_coalescing_defaults() -> None:
     assert coalescing_for(5, paced=False) == CoalescingConfig(window_seconds=0.005)
     with pytest.raises(ValueError, match="at least 1"):
         CoalescingConfig(max_inputs=0)
+
+
+def test_progress_bar_requests_share_upstream_requests(make_stack: type[PacedStack]) -> None:
+    # A shown progress bar splits one call into many requests; under a request limit they must
+    # not each spend one of the key's requests.
+    stack = make_stack(
+        backend_limit=RateLimit(requests=3, window_seconds=1.0),
+        rate_limits=RateLimits(requests=3, window_seconds=1.0, margin_seconds=0.25),
+        proxy_options={"coalescing": CoalescingConfig()},
+    )
+    sent = 0
+
+    def count(request: httpx.Request) -> None:
+        nonlocal sent
+        sent += request.url.path.endswith("/embeddings")
+
+    texts = [f"Paragraph {i} of the handbook, about expenses and travel." for i in range(320)]
+    embeddings = PrivatemodeEmbeddings(
+        base_url=stack.base_url,
+        model=MODEL,
+        show_progress_bar=True,
+        http_client=httpx.Client(event_hooks={"request": [count]}, timeout=120),
+    )
+    vectors = np.asarray(embeddings.embed_documents(texts))
+    assert vectors.shape == (320, 384)
+    assert sent >= 10  # the bar's steps
+    assert stack.upstream_embeddings() <= sent // 2
+    assert stack.refused() == 0
+    np.testing.assert_allclose(vectors, stack.backend.engine.embed(texts), atol=1e-5)
