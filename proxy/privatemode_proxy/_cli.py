@@ -205,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         "it is not Privatemode's service.",
     )
     up.add_argument(
+        "--tee",
+        choices=["snp", "tdx"],
+        default=None,
+        help="With --local: the evidence the local backend issues, AMD SEV-SNP (snp, the "
+        "default) or Intel TDX (tdx, from its own Intel-like test root, trusted only here).",
+    )
+    up.add_argument(
         "--workspace",
         default=".",
         action=_StoreGiven,
@@ -424,6 +431,13 @@ def build_local_backend_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warn", "warning", "error"],
         help="Log level (default: %(default)s).",
     )
+    parser.add_argument(
+        "--tee",
+        choices=["snp", "tdx"],
+        default="snp",
+        help="The evidence it issues: AMD SEV-SNP (default) or Intel TDX from its own Intel-like "
+        "test root (then also writes WORKSPACE/tdx_root.pem).",
+    )
     return parser
 
 
@@ -591,7 +605,11 @@ def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> Prox
 
     Raises `ConfigError` (a `ValueError`) naming the flag for anything unusable.
     """
-    from privatemode_proxy.attestation import KdsCertificateCache, load_trusted_root
+    from privatemode_proxy.attestation import (
+        KdsCertificateCache,
+        PcsCollateralCache,
+        load_trusted_root,
+    )
 
     check_tls_files(args.tlsCertPath, args.tlsKeyPath)
     if not args.nvidiaOCSPAllowUnknown and args.nvidiaOCSPRevokedGracePeriod > 0:
@@ -605,13 +623,16 @@ def build_config(args: argparse.Namespace, *, local_backend: Any = None) -> Prox
         api_url = str(local_backend.url)
         roots.extend(load_trusted_root(Path(local_backend.root_pem_path)))
         manifest = pinned_manifest(Path(local_backend.manifest_path).read_bytes())
+        tdx = local_backend.identity.tdx_session_options()
     else:
         try:
             api_url = api_base_url(args.apiEndpoint)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         manifest = _manifest_provider(args, workspace)
+        tdx = {"tdx_collateral": PcsCollateralCache(workspace)}
     session = SessionConfig(
+        **tdx,
         api_url=api_url,
         api_key=read_api_key(args.apiKey),
         trusted_roots=tuple(roots),
@@ -666,6 +687,7 @@ def _run_local_backend(argv: Sequence[str]) -> int:
         port=args.port,
         workspace=Path(args.workspace) if args.workspace else local_backend_workspace(),
         log_level=_level_name(args.log_level),
+        tee=args.tee,
     )
     return 0
 
@@ -678,6 +700,8 @@ def _run_proxy(argv: Sequence[str]) -> int:
     except ValueError as exc:
         _fail(str(exc))
     setup_logging(args.log_level, args.log_format, secrets=[args.apiKey or "", api_key or ""])
+    if args.tee is not None and not args.local:
+        _fail("--tee: it chooses the local backend's evidence and applies only with --local")
     try:
         return _serve(args, api_key)
     except (ConfigError, PortInUseError) as exc:
@@ -718,7 +742,7 @@ def _serve(args: argparse.Namespace, api_key: str | None) -> int:
                 backend_dir = Path(args.workspace).expanduser() / "local-backend"
             else:
                 backend_dir = local_backend_workspace()  # reused: keys made once per user
-            backend = LocalBackend(backend_dir)
+            backend = LocalBackend(backend_dir, tee=args.tee or "snp")
             try:
                 backend.start()
             except OSError as exc:

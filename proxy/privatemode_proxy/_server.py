@@ -850,7 +850,15 @@ def _status_html(status: dict[str, Any]) -> str:
     ]
     att = status.get("attestation")
     if isinstance(att, dict):
-        for key in ("product", "measurement", "reported_tcb", "manifest_sha256", "verified_at"):
+        for key in (
+            "tee",
+            "product",
+            "measurement",
+            "measurements",
+            "reported_tcb",
+            "manifest_sha256",
+            "verified_at",
+        ):
             if key in att:
                 value = att[key]
                 text = (
@@ -858,7 +866,8 @@ def _status_html(status: dict[str, Any]) -> str:
                     if isinstance(value, dict)
                     else str(value)
                 )
-                rows.append((key.replace("_", " ").capitalize(), text))
+                label = "TEE" if key == "tee" else key.replace("_", " ").capitalize()
+                rows.append((label, text))
     else:
         rows.append(("Attestation", "not yet verified"))
     secret = status.get("secret")

@@ -35,6 +35,8 @@ from privatemode_proxy.attestation import (
     AttestationResult,
     CertificateSource,
     CollateralUnavailableError,
+    IntelRoot,
+    TdxCollateralSource,
     TrustedRoot,
     verify_attestation,
 )
@@ -118,6 +120,10 @@ class SessionConfig:
     manifest: ManifestProvider
     api_key: str | None = field(default=None, repr=False)
     certificates: CertificateSource | None = None
+    tdx_roots: Sequence[IntelRoot] | None = None
+    """Intel roots trusted for TDX evidence (None: the embedded Intel SGX Root CA)."""
+    tdx_collateral: TdxCollateralSource | None = None
+    """Intel PCS collateral for TDX evidence (None: TDX evidence is refused)."""
     ocsp_allow_unknown: bool = True
     ocsp_revoked_grace_period: timedelta = timedelta(hours=48)
     secret_use_seconds: float = 45 * 60.0
@@ -682,6 +688,8 @@ class UpstreamSession:
                 expected_manifest=expected_manifest,
                 trusted_roots=cfg.trusted_roots,
                 certificates=cfg.certificates,
+                tdx_roots=cfg.tdx_roots,
+                tdx_collateral=cfg.tdx_collateral,
             )
         except AttestationError as exc:
             self._attestation = None

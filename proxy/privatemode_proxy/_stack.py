@@ -70,6 +70,7 @@ class LocalStack:
                 api_url=backend.url,
                 trusted_roots=tuple(load_trusted_root(Path(backend.root_pem_path))),
                 manifest=pinned_manifest(Path(backend.manifest_path).read_bytes()),
+                **backend.identity.tdx_session_options(),
                 **self._session_options,
             )
             config = ProxyConfig(

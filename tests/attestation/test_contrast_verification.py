@@ -641,7 +641,7 @@ def test_first_passing_reference_value_wins(
     assert " | snp[1] (Genoa): MEASUREMENT" in str(error)
 
 
-def test_tdx_only_manifest_fails_closed(
+def test_snp_evidence_against_a_tdx_only_manifest_fails_closed(
     identity: LocalIdentity, identity_keys: IdentityKeys
 ) -> None:
     tdx = TdxReferenceValues(
@@ -654,8 +654,9 @@ def test_tdx_only_manifest_fails_closed(
     Manifest.from_json(manifest).validate()
     document = forge_response(identity, identity_keys, manifests=(manifest,))
     error = _fails(identity, document, expected_manifest=manifest)
-    assert error.checks == {"TDX"}
-    assert "tdx[0]: TDX reference values are not supported" in str(error)
+    # SEV-SNP evidence, and no SNP reference value: the TDX validator refuses it.
+    assert error.checks_for("tdx[0]") == error.checks == {"EVIDENCE"}
+    assert "tdx[0]: EVIDENCE cannot decode the TDX evidence" in str(error)
     # With an SNP reference value too, the SNP one is used.
     both = replace(identity.manifest, tdx=(tdx,)).to_json()
     document = forge_response(identity, identity_keys, manifests=(both,))

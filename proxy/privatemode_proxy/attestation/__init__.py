@@ -25,6 +25,15 @@ from ._errors import (
     EvidenceError,
     ManifestError,
 )
+from ._intel import (
+    IntelRoot,
+    PcsCollateralCache,
+    StaticTdxCollateral,
+    TdxCollateral,
+    TdxCollateralSource,
+    intel_roots,
+    parse_intel_root,
+)
 from ._kds import (
     CertificateFetchError,
     CertificateSource,
@@ -37,6 +46,7 @@ from ._manifest_source import DEFAULT_CDN_URL, ManifestLogEntry, ManifestSource
 from ._roots import TrustedRoot, amd_roots, load_trusted_root
 from ._snp import SnpAttestation, SnpReport, TcbParts
 from ._snp_validator import SnpVerification, verify_snp_report
+from ._tdx import TdxQuote
 from ._validator import TeeValidator, TeeVerification
 from ._verifier import AttestationResult, verify_attestation
 
@@ -51,16 +61,22 @@ __all__ = [
     "CheckFailure",
     "CollateralUnavailableError",
     "EvidenceError",
+    "IntelRoot",
     "KdsCertificateCache",
     "Manifest",
     "ManifestError",
     "ManifestLogEntry",
     "ManifestSource",
+    "PcsCollateralCache",
     "SnpAttestation",
     "SnpReport",
     "SnpVerification",
     "StaticCertificateSource",
+    "StaticTdxCollateral",
     "TcbParts",
+    "TdxCollateral",
+    "TdxCollateralSource",
+    "TdxQuote",
     "TeeValidator",
     "TeeVerification",
     "TrustedRoot",
@@ -69,7 +85,9 @@ __all__ = [
     "decode_attest_response",
     "encode_attest_request",
     "encode_attest_response",
+    "intel_roots",
     "load_trusted_root",
+    "parse_intel_root",
     "report_data",
     "transition_digest",
     "verify_attestation",

@@ -762,7 +762,7 @@ def validate_tdx_quote(
     ]
     for i, want in enumerate(options.rtmrs):
         have = quote.rtmrs[i] if i < len(quote.rtmrs) else b""
-        exact.append((f"RTMR[{i}]", have, want))
+        exact.append((f"RTMR{i}", have, want))
     exact += [
         ("REPORT_DATA", quote.report_data, options.report_data),
         ("QE_VENDOR_ID", quote.qe_vendor_id, options.qe_vendor_id),

@@ -31,10 +31,12 @@ from ._errors import (
     EvidenceError,
     ManifestError,
 )
+from ._intel import IntelRoot, TdxCollateralSource, intel_roots
 from ._kds import CertificateSource
 from ._manifest import Manifest
 from ._roots import TrustedRoot
 from ._snp_validator import SnpValidator
+from ._tdx_validator import TdxValidator
 from ._validator import TeeValidator, TeeVerification, describe, now_utc
 from ._x509 import check_certificate_fields, pem_blocks
 
@@ -89,15 +91,23 @@ def verify_attestation(
     trusted_roots: Sequence[TrustedRoot],
     now: datetime | None = None,
     certificates: CertificateSource | None = None,
+    tdx_roots: Sequence[IntelRoot] | None = None,
+    tdx_collateral: TdxCollateralSource | None = None,
 ) -> AttestationResult:
     """Verify a Contrast `AttestationResponse` (the bytes inside Privatemode's
     ``{"AttestationDoc": ...}``) for `nonce`, and return the attested mesh CA.
 
-    `trusted_roots` are the only ASK/ARK pairs trusted (e.g. `amd_roots()`); `certificates`
-    supplies a VCEK or CRL the evidence lacks (None: nothing is fetched, so evidence without a
-    usable CRL fails, as Contrast fails closed).
+    SEV-SNP: `trusted_roots` are the only ASK/ARK pairs trusted (e.g. `amd_roots()`);
+    `certificates` supplies a VCEK or CRL the evidence lacks (None: nothing is fetched, so
+    evidence without a usable CRL fails, as Contrast fails closed).
+    Intel TDX: `tdx_roots` are the Intel roots trusted (None: the embedded, pinned Intel SGX Root
+    CA, as in Contrast); `tdx_collateral` supplies TCB Info, QE Identity and CRLs (None: TDX
+    evidence fails closed, since Contrast always checks collateral).
     """
-    validators: list[TeeValidator] = [SnpValidator(trusted_roots, certificates)]
+    validators: list[TeeValidator] = [
+        SnpValidator(trusted_roots, certificates),
+        TdxValidator(intel_roots() if tdx_roots is None else tdx_roots, tdx_collateral),
+    ]
     try:
         return _verify_attestation(
             nonce,
@@ -148,7 +158,8 @@ def _verify_attestation(
     transition = transition_digest(response.manifests)
     expected_report_data = report_data(nonce, transition, response.root_ca, response.mesh_ca)
 
-    # §2.5: the validators of every TEE, combined with "any".
+    # §2.5: the validators of every TEE, combined with "any": every reference value is tried,
+    # whatever the response's attestation_type says (Contrast ignores it, attestation.md §1.2).
     failures: list[CheckFailure] = []
     verification: TeeVerification | None = None
     for validator in validators:
@@ -158,15 +169,6 @@ def _verify_attestation(
         failures.extend(validator_failures)
         if verification is not None:
             break
-    if verification is None:
-        for index, _ in enumerate(manifest.tdx):
-            failures.append(
-                CheckFailure(
-                    "TDX",
-                    "TDX reference values are not supported by this verifier (only AMD SEV-SNP)",
-                    f"tdx[{index}]",
-                )
-            )
     if verification is None:
         error = (
             CollateralUnavailableError

@@ -576,13 +576,17 @@ class LocalBackend:
         limits: BackendLimits | None = None,
         api_keys: Collection[str] = (),
         model_info: ModelInfo | None = None,
+        tee: str = "snp",
     ) -> None:
         """`api_key`/`api_keys`: the keys it accepts (any of them); none set: no key wanted.
         `model_info`: the catalogue entry to serve the engine's model under (see `create_app`).
+        `tee`: the evidence it issues, ``snp`` (AMD SEV-SNP) or ``tdx`` (Intel TDX).
         """
         self.workspace = Path(workspace)
         self.identity = (
-            identity if identity is not None else LocalIdentity.load_or_create(self.workspace)
+            identity
+            if identity is not None
+            else LocalIdentity.load_or_create(self.workspace, tee=tee)
         )
         self.engine = engine if engine is not None else load_default_engine()
         self.host = host
@@ -702,6 +706,7 @@ def run_local_backend(
     *,
     api_key: str | None = None,
     log_level: str = "info",
+    tee: str = "snp",
 ) -> None:
     """Serve the local backend in the foreground until interrupted (the CLI's `local-backend`).
 
@@ -710,7 +715,7 @@ def run_local_backend(
     """
     workspace = Path(workspace)
     workspace.mkdir(parents=True, exist_ok=True)
-    identity = LocalIdentity.load_or_create(workspace)
+    identity = LocalIdentity.load_or_create(workspace, tee=tee)
     engine = load_default_engine()
     app = create_app(identity, engine, api_key=api_key)
     # Bind first, so the address printed is the one served (port 0 picks a free port).
@@ -726,6 +731,8 @@ def run_local_backend(
     )
     print(f"  trust root (local AMD-like root): {workspace / 'root.pem'}")
     print(f"  manifest to pin:                  {workspace / 'manifest.json'}")
+    if identity.tdx is not None:
+        print(f"  TDX evidence; Intel-like root:    {identity.tdx_root_pem_path}")
     print(f"  API key: {'required' if api_key else 'none'}; press Ctrl-C to stop", flush=True)
     config = uvicorn.Config(
         app, host=host, port=bound_port, log_level=log_level, access_log=False, lifespan="on"

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -55,12 +56,15 @@ from privatemode_proxy.attestation._contrast import (
     CONTRAST_FAMILY_ID,
     CONTRAST_IMAGE_ID,
     SNP_ATTESTATION_TYPE,
+    TDX_ATTESTATION_TYPE,
     AttestationResponse,
     encode_attest_response,
     id_key_digest,
     report_data,
     transition_digest,
 )
+from privatemode_proxy.attestation._intel import IntelRoot, TdxCollateral
+from privatemode_proxy.attestation._kds import CertificateUnavailableError
 from privatemode_proxy.attestation._manifest import (
     COORDINATOR_ROLE,
     Manifest,
@@ -88,9 +92,11 @@ from privatemode_proxy.attestation._snp import (
     TcbParts,
     encode_report_signature,
 )
+from privatemode_proxy.attestation._tdx import TdxQuote
 from privatemode_proxy.attestation._x509 import (
     load_crl,
 )
+from privatemode_proxy.local._tdx_issuer import LocalTdxIdentity
 
 __all__ = ["LOCAL_TCB", "LocalIdentity", "compute_measurement", "make_vcek_certificate"]
 
@@ -99,6 +105,7 @@ logger = logging.getLogger(__name__)
 IDENTITY_DIRNAME = "local-identity"
 ROOT_PEM_NAME = "root.pem"
 MANIFEST_NAME = "manifest.json"
+TDX_ROOT_PEM_NAME = "tdx_root.pem"
 _IDENTITY_VERSION = 1
 _MEASUREMENT_DOMAIN = b"privatemode-integrations local backend measurement v1\x00"
 
@@ -533,13 +540,18 @@ class LocalIdentity:
         measurement: bytes,
         *,
         now: datetime | None = None,
+        tdx: LocalTdxIdentity | None = None,
     ) -> None:
         self.workspace = workspace
+        self.tdx = tdx
+        self.tee = "tdx" if tdx is not None else "snp"
+        self._tdx_collateral: TdxCollateral | None = None
         self._keys = keys
         self.measurement = measurement
         self._lock = threading.Lock()
         self._crl_der = b""
         self._crl_next_update = datetime.min.replace(tzinfo=UTC)
+        self._tdx_collateral_expiry = datetime.min.replace(tzinfo=UTC)
 
         self._root_ca_pem = _cert_pem(keys.root_ca)
         self._mesh_ca_pem = _cert_pem(keys.mesh_ca)
@@ -584,7 +596,11 @@ class LocalIdentity:
                     allowed_chip_ids=(keys.chip_id.hex().upper(),),
                 ),
             ),
+            # With TDX evidence the manifest lists both TEEs: Contrast accepts either ("any").
+            tdx=(tdx.reference_values(measurement),) if tdx is not None else (),
         )
+        # TDX: MRCONFIGID[0:32] carries the coordinator policy hash (HOST_DATA on SNP).
+        self.mr_config_id = self.host_data + bytes(16)
         self._manifest_bytes = self.manifest.to_json()
         self._transition = transition_digest([self._manifest_bytes])
         self._refresh_crl(now or datetime.now(UTC))
@@ -604,12 +620,17 @@ class LocalIdentity:
         *,
         measurement_inputs: Sequence[Path] = (),
         now: datetime | None = None,
+        tee: str = "snp",
     ) -> LocalIdentity:
         """Load the identity kept in `workspace`, or make one (slow: two RSA-4096 keys).
 
         Writes ``root.pem`` and ``manifest.json`` into `workspace`. The measurement (and so the
         manifest) is recomputed from the code and `measurement_inputs` every time.
+        `tee`: ``snp`` (SEV-SNP evidence) or ``tdx`` (Intel TDX evidence from an Intel-like test
+        root kept beside the AMD-like one; ``tdx_root.pem`` is written too).
         """
+        if tee not in ("snp", "tdx"):
+            raise ValueError(f"tee must be 'snp' or 'tdx', not {tee!r}")
         workspace = Path(workspace).expanduser()
         workspace.mkdir(parents=True, exist_ok=True)
         now = now or datetime.now(UTC)
@@ -629,7 +650,8 @@ class LocalIdentity:
                 keys = None
         if keys is None:
             keys = cls._create(directory, now)
-        identity = cls(workspace, keys, compute_measurement(measurement_inputs), now=now)
+        tdx = LocalTdxIdentity.load_or_create(directory / "tdx", now) if tee == "tdx" else None
+        identity = cls(workspace, keys, compute_measurement(measurement_inputs), now=now, tdx=tdx)
         identity._write_public_files()
         return identity
 
@@ -648,10 +670,13 @@ class LocalIdentity:
         return keys
 
     def _write_public_files(self) -> None:
-        for path, data in (
+        files = [
             (self.root_pem_path, self._trusted_root.to_pem()),
             (self.manifest_path, self._manifest_bytes),
-        ):
+        ]
+        if self.tdx is not None:
+            files.append((self.tdx_root_pem_path, self.tdx.root_pem()))
+        for path, data in files:
             try:
                 if path.read_bytes() == data:
                     continue
@@ -677,6 +702,37 @@ class LocalIdentity:
 
     def trusted_root(self) -> TrustedRoot:
         return self._trusted_root
+
+    @property
+    def tdx_root_pem_path(self) -> Path:
+        """``tdx_root.pem``: the Intel-like test root a client trusts for local TDX evidence."""
+        return self.workspace / TDX_ROOT_PEM_NAME
+
+    def tdx_session_options(self) -> dict[str, Any]:
+        """What a proxy's `SessionConfig` needs to accept this identity's TDX evidence: its
+        Intel-like root (instead of Intel's) and its collateral. Empty for SEV-SNP."""
+        if self.tdx is None:
+            return {}
+        return {"tdx_roots": (self.tdx_trusted_root(),), "tdx_collateral": self}
+
+    def tdx_trusted_root(self) -> IntelRoot:
+        if self.tdx is None:
+            raise ValueError("this local identity issues SEV-SNP evidence, not TDX")
+        return self.tdx.trusted_root()
+
+    def tdx_collateral(
+        self, fmspc: bytes = b"", ca: str = "", evaluation_data_number: int = 0
+    ) -> TdxCollateral:
+        """The local Intel-like PCS collateral (a `TdxCollateralSource`; renewed near expiry)."""
+        if self.tdx is None:
+            raise CertificateUnavailableError("this local identity has no TDX collateral")
+        now = datetime.now(UTC)
+        with self._lock:
+            current = self._tdx_collateral
+            if current is None or now + timedelta(days=1) >= self._tdx_collateral_expiry:
+                current = self._tdx_collateral = self.tdx.collateral(now)
+                self._tdx_collateral_expiry = now + timedelta(days=29)
+            return current
 
     @property
     def chip_id(self) -> bytes:
@@ -768,6 +824,8 @@ class LocalIdentity:
 
     def attestation_doc(self, nonce: bytes) -> bytes:
         """The Contrast `AttestationResponse` JSON for `nonce` (what Privatemode wraps)."""
+        if self.tdx is not None:
+            return self._tdx_attestation_doc(nonce)
         report = self.report(nonce)
         evidence = SnpAttestation(
             report=report,
@@ -783,6 +841,29 @@ class LocalIdentity:
             version=_VERSION_STRING,
             raw_attestation_doc=evidence.to_proto(),
             attestation_type=SNP_ATTESTATION_TYPE,
+            manifests=(self._manifest_bytes,),
+            policies=(self.policy,),
+            root_ca=self._root_ca_pem,
+            mesh_ca=self._mesh_ca_pem,
+        ).to_json()
+
+    def tdx_quote(self, nonce: bytes) -> TdxQuote:
+        """A signed TDX quote v4 for `nonce`, as a Contrast Coordinator on TDX makes one."""
+        if self.tdx is None:
+            raise ValueError("this local identity issues SEV-SNP evidence, not TDX")
+        if not isinstance(nonce, bytes) or len(nonce) != 32:
+            raise ValueError("the nonce must be 32 bytes")
+        return self.tdx.quote(
+            measurement=self.measurement,
+            mr_config_id=self.mr_config_id,
+            report_data=report_data(nonce, self._transition, self._root_ca_pem, self._mesh_ca_pem),
+        )
+
+    def _tdx_attestation_doc(self, nonce: bytes) -> bytes:
+        return AttestationResponse(
+            version=_VERSION_STRING,
+            raw_attestation_doc=self.tdx_quote(nonce).to_proto(),
+            attestation_type=TDX_ATTESTATION_TYPE,
             manifests=(self._manifest_bytes,),
             policies=(self.policy,),
             root_ca=self._root_ca_pem,
