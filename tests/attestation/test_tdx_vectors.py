@@ -19,12 +19,14 @@ import pytest
 from privatemode_proxy.attestation._intel import TdxCollateral, parse_intel_root
 from privatemode_proxy.attestation._manifest import Manifest
 from privatemode_proxy.attestation._tdx import TdxQuote, pck_chain_certificates, pck_extensions
-from privatemode_proxy.attestation._tdx_validator import validate_against_reference
+from privatemode_proxy.attestation._tdx_validator import (
+    TdxValidateOptions,
+    validate_against_reference,
+    validate_tdx_quote,
+)
 from privatemode_proxy.attestation._tdx_verify import (
     TdxCheckError,
-    TdxValidateOptions,
     TdxVerifyOptions,
-    validate_tdx_quote,
     verify_tdx_quote,
 )
 from privatemode_proxy.attestation._validator import Checks

@@ -5,6 +5,7 @@ quote v4 (Intel DCAP ABI), so the verifier re-encodes it. The layout, offsets an
 checks are in shared/vectors/tdx/README.txt ("QUOTE V4 LAYOUT"). Pure: bytes in, structures out
 (and back); malformed input raises `EvidenceError` (messages follow go-tdx-guest's wording).
 Also here: the PCK certificate chain in the quote and the PCK certificate's SGX extension.
+Over 600 lines on purpose: the quote's two encodings (ABI and protobuf) are kept side by side.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ README.txt, "ORDER OF CHECKS"): quote form, PCK chain and SGX extension, collate
 QE Identity, signed JSON checked over the exact bytes received; PCK and root CRLs), the chain to a
 trusted Intel root at time T with revocation, collateral expiry, the quote signature, the QE
 report signature and binding, TCB level matching and status, the QE identity. The first failure
-raises `TdxCheckError` naming the check, with go-tdx-guest's wording. `validate_tdx_quote` then
-compares the quote with expected values (go-tdx-guest `validate.TdxQuote`), all failures joined.
-No I/O: collateral comes as a `TdxCollateral`.
+raises `TdxCheckError` naming the check, with go-tdx-guest's wording (`_tdx_validator` then
+compares the quote with the reference values). No I/O: collateral comes as a `TdxCollateral`.
+Over 600 lines on purpose: one function per go-tdx-guest step, kept in go-tdx-guest's order so
+the two can be read side by side.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ from ._x509 import load_certificate, load_crl, name_value, pem_blocks
 __all__ = [
     "TdxCheckError",
     "TdxQuoteVerification",
-    "TdxValidateOptions",
     "TdxVerifyOptions",
-    "validate_tdx_quote",
+    "pck_collateral_key",
     "verify_tdx_quote",
 ]
 
@@ -710,119 +710,3 @@ def _check_qe_identity(quote: TdxQuote, identity: dict[str, Any]) -> None:
         raise TdxCheckError(
             "QE_IDENTITY", prefix + f'QE TCB Status is not "UpToDate", found "{status}"'
         )
-
-
-# =============================================================================================
-# validate.TdxQuote
-# =============================================================================================
-
-
-@dataclass(frozen=True)
-class TdxValidateOptions:
-    """go-tdx-guest `validate.Options`: None = not checked."""
-
-    mr_seam: bytes | None = None
-    td_attributes: bytes | None = None
-    xfam: bytes | None = None
-    mr_td: bytes | None = None
-    mr_config_id: bytes | None = None
-    mr_owner: bytes | None = None
-    mr_owner_config: bytes | None = None
-    rtmrs: tuple[bytes | None, ...] = ()
-    report_data: bytes | None = None
-    qe_vendor_id: bytes | None = None
-    minimum_tee_tcb_svn: bytes | None = None
-    minimum_qe_svn: int = 0
-    minimum_pce_svn: int = 0
-    enable_td_debug_check: bool = False
-    pck_sgx_type: int | None = None
-    pck_smt_enabled: bool | None = None
-    pck_dynamic_platform: bool | None = None
-    pck_cached_keys: bool | None = None
-
-
-_XFAM_FIXED1 = 0x3
-_XFAM_ALLOWED = 0x6DBE7
-_TD_ATTRIBUTES_ALLOWED = (1 << 0) | (1 << 28) | (1 << 30) | (1 << 63)
-
-
-def validate_tdx_quote(
-    quote: TdxQuote, extensions: PckExtensions, options: TdxValidateOptions
-) -> list[tuple[str, str]]:
-    """Every way the quote differs from `options`, as (check, message); empty if none."""
-    failures: list[tuple[str, str]] = []
-    exact = [
-        ("MR_SEAM", quote.mr_seam, options.mr_seam),
-        ("TD_ATTRIBUTES", quote.td_attributes, options.td_attributes),
-        ("XFAM", quote.xfam, options.xfam),
-        ("MR_TD", quote.mr_td, options.mr_td),
-        ("MR_CONFIG_ID", quote.mr_config_id, options.mr_config_id),
-        ("MR_OWNER", quote.mr_owner, options.mr_owner),
-        ("MR_OWNER_CONFIG", quote.mr_owner_config, options.mr_owner_config),
-    ]
-    for i, want in enumerate(options.rtmrs):
-        have = quote.rtmrs[i] if i < len(quote.rtmrs) else b""
-        exact.append((f"RTMR{i}", have, want))
-    exact += [
-        ("REPORT_DATA", quote.report_data, options.report_data),
-        ("QE_VENDOR_ID", quote.qe_vendor_id, options.qe_vendor_id),
-    ]
-    for name, have, want in exact:
-        if want is not None and have != want:
-            failures.append((name, f"quote field {name} is {have.hex()}. Expect {want.hex()}"))
-    if options.minimum_tee_tcb_svn is not None and any(
-        a < b for a, b in zip(quote.tee_tcb_svn, options.minimum_tee_tcb_svn, strict=False)
-    ):
-        failures.append(
-            (
-                "TEE_TCB_SVN",
-                f"TEE TCB security-version number {_go_bytes(quote.tee_tcb_svn)} is less than "
-                f"the required minimum {_go_bytes(options.minimum_tee_tcb_svn)}",
-            )
-        )
-    qe_svn = int.from_bytes(quote.qe_svn, "little")
-    if qe_svn < options.minimum_qe_svn:
-        failures.append(
-            (
-                "QE_SVN",
-                f"QE security-version number {qe_svn} is less than the "
-                f"required minimum {options.minimum_qe_svn}",
-            )
-        )
-    pce_svn = int.from_bytes(quote.pce_svn, "little")
-    if pce_svn < options.minimum_pce_svn:
-        failures.append(
-            (
-                "PCE_SVN",
-                f"PCE security-version number {pce_svn} is less than the "
-                f"required minimum {options.minimum_pce_svn}",
-            )
-        )
-    xfam = int.from_bytes(quote.xfam, "little")
-    if xfam & _XFAM_FIXED1 != _XFAM_FIXED1 or xfam & ~_XFAM_ALLOWED:
-        failures.append(
-            (
-                "XFAM",
-                f"XFAM 0x{xfam:x} has fixed bits wrong (0x3 must be set, only "
-                f"0x{_XFAM_ALLOWED:x} allowed)",
-            )
-        )
-    attributes = int.from_bytes(quote.td_attributes, "little")
-    if attributes & ~_TD_ATTRIBUTES_ALLOWED:
-        failures.append(("TD_ATTRIBUTES", f"TD_ATTRIBUTES 0x{attributes:x} has reserved bits set"))
-    if options.enable_td_debug_check and attributes & 1:
-        failures.append(("TD_ATTRIBUTES", "TD_ATTRIBUTES has the DEBUG bit set"))
-    pck_options: tuple[tuple[str, object, object], ...] = (
-        ("SGX type", extensions.sgx_type, options.pck_sgx_type),
-        ("SMT enabled", extensions.smt_enabled, options.pck_smt_enabled),
-        ("dynamic platform", extensions.dynamic_platform, options.pck_dynamic_platform),
-        ("cached keys", extensions.cached_keys, options.pck_cached_keys),
-    )
-    for label, actual, expected in pck_options:
-        if expected is not None and actual != expected:
-            failures.append(("PCK", f"PCK {label} is {actual}, expected {expected}"))
-    return failures
-
-
-def _go_bytes(data: bytes) -> str:
-    return "[" + " ".join(str(b) for b in data) + "]"

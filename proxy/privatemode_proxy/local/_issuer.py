@@ -13,6 +13,10 @@ exactly like a Coordinator's: report data bound to the nonce, the manifest histo
 HOST_DATA = the coordinator policy hash; ID_KEY_DIGEST derived from the measurement and policy;
 MEASUREMENT = a digest of the backend's code and the model files. The verifier checks it with
 the same code path as the real service; only the trusted root differs.
+
+With ``tee="tdx"`` the evidence is an Intel TDX quote instead, from `_tdx_issuer`'s Intel-like
+identity; the manifest then lists both TEEs' reference values (Contrast accepts either).
+Over 600 lines on purpose: it is the server side of every attestation check, in one place.
 """
 
 from __future__ import annotations
