@@ -146,3 +146,15 @@ def test_genuine_synthetic_quote_passes_with_full_collateral() -> None:
         now=T_SYNTHETIC,
     )
     assert result.tcb_status == "UpToDate"
+
+
+def test_sizes_that_disagree_with_the_contents_are_refused() -> None:
+    # Stricter than go-tdx-guest: the sizes are unsigned, so they must match what they describe.
+    genuine = TdxQuote.from_proto(GSG_PROTO)
+    genuine.check()
+    for changes in (
+        {"signed_data_size": genuine.signed_data_size + 1},
+        {"certification_data_size": genuine.certification_data_size - 1},
+    ):
+        with pytest.raises(EvidenceError, match=r"QuoteV4 invalid: .* size"):
+            genuine.replace(**changes).check()

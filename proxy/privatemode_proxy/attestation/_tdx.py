@@ -365,6 +365,19 @@ class TdxQuote:
             or not 0 <= self.certification_data_size < 1 << 32
         ):
             problems.append("signed/certification data size does not fit in 32 bits")
+        # Stricter than go-tdx-guest (which does not compare the sizes with anything): the sizes
+        # are unsigned, so a quote whose sizes disagree with its contents is refused outright.
+        if not problems:
+            cert_size = QE_REPORT_SIZE + 64 + 2 + len(self.qe_auth_data) + 6 + len(self.pck_chain)
+            if self.certification_data_size != cert_size:
+                problems.append(
+                    f"certification data size {self.certification_data_size} is not its length "
+                    f"{cert_size}"
+                )
+            elif self.signed_data_size != 0x86 + cert_size:
+                problems.append(
+                    f"signed data size {self.signed_data_size} is not its length {0x86 + cert_size}"
+                )
         if problems:
             raise EvidenceError("QuoteV4 invalid: " + "; ".join(problems))
 

@@ -201,7 +201,7 @@ def load_certificate(data: bytes) -> x509.Certificate:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise EvidenceError(f"not a valid X.509 certificate: {exc}") from None
     return check_certificate_fields(cert)
 
@@ -210,7 +210,7 @@ def load_crl(der: bytes) -> x509.CertificateRevocationList:
     """Parse a DER CRL, its lazily decoded parts (issuer, dates, extensions, entries) included."""
     try:
         crl = x509.load_der_x509_crl(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise EvidenceError(f"not a valid DER CRL: {exc}") from None
     try:
         for part in ("issuer", "last_update_utc", "next_update_utc", "extensions"):
