@@ -253,6 +253,9 @@ class _SubResult:
     model: str | None
     prompt_tokens: int | None
     total_tokens: int | None
+    usage: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    """The answer's other top-level fields (`id`, `created`, anything new), kept as they came."""
 
 
 class UpstreamHealth:
@@ -335,11 +338,21 @@ class EmbeddingsService:
         prompt = _sum_usage([r.prompt_tokens for r in results], counts)
         total = _sum_usage([r.total_tokens for r in results], counts)
         model = next((r.model for r in results if r.model), req.model)
+        # Upstream's answer as it came (the official proxy passes it through): a split request's
+        # answer has the first sub-request's `id` and `created` and the sum of every `usage`.
+        first = results[0].fields
         body = {
+            **({"id": first["id"]} if "id" in first else {}),
             "object": "list",
-            "data": encode_embeddings(vectors, req.encoding_format),
+            **({"created": first["created"]} if "created" in first else {}),
             "model": model,
-            "usage": {"prompt_tokens": prompt, "total_tokens": total},
+            "data": encode_embeddings(vectors, req.encoding_format),
+            "usage": {
+                **_merge_usage([r.usage for r in results]),
+                "prompt_tokens": prompt,
+                "total_tokens": total,
+            },
+            **{k: v for k, v in first.items() if k not in ("id", "created")},
         }
         answer = orjson.dumps(body, option=_NUMPY)
         self.trimmer.answered(len(answer))
@@ -484,6 +497,8 @@ class EmbeddingsService:
             model if isinstance(model, str) else None,
             _int_or_none(usage.get("prompt_tokens")),
             _int_or_none(usage.get("total_tokens")),
+            usage,
+            {k: v for k, v in answer.body.items() if k not in _REBUILT_FIELDS},
         )
 
     def _apply_dimensions(
@@ -509,6 +524,27 @@ class EmbeddingsService:
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+_REBUILT_FIELDS = frozenset({"object", "model", "data", "usage"})
+"""Top-level answer fields the proxy writes itself; every other one is passed on."""
+
+
+def _merge_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `usage` of a split request: numbers summed (nested ones such as
+    `prompt_tokens_details.cached_tokens` too), anything else as the first answer has it."""
+    merged: dict[str, Any] = {}
+    for usage in usages:
+        for name, value in usage.items():
+            if name not in merged:
+                merged[name] = dict(value) if isinstance(value, dict) else value
+                continue
+            have = merged[name]
+            if _int_or_none(value) is not None and _int_or_none(have) is not None:
+                merged[name] = have + value
+            elif isinstance(value, dict) and isinstance(have, dict):
+                merged[name] = _merge_usage([have, value])
+    return merged
 
 
 def _sum_usage(values: list[int | None], counts: list[int] | None) -> int:

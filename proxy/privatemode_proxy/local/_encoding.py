@@ -7,6 +7,8 @@ model's rules and builds the body.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -43,6 +45,7 @@ def embeddings_response_body(
     body = {
         "id": response_id,
         "object": "list",
+        "created": int(time.time()),  # as the service's vLLM answers
         "data": encode_embeddings(vectors, encoding_format),
         "model": model_id,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
