@@ -65,13 +65,18 @@ from privatemode_proxy._session import (
 )
 from privatemode_proxy._token_estimate import TokenEstimator
 from privatemode_proxy.openai import (
-    ENCODING_FORMATS,
+    ApiError,
+    EmbeddingsRequest,
     FloatMatrix,
     VectorFormatError,
     decode_embeddings,
     encode_embeddings,
     error_body,
+    parse_embeddings_fields,
+    parse_json_object,
+    parse_model,
     reduce_dimensions,
+    too_long_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,6 +86,7 @@ DEFAULT_MAX_CLIENT_INPUTS = 8192
 """Four times OpenAI's 2,048 inputs per request: enough for any client that batches, and an
 answer of bounded size (8,192 x 2,560 float32 is 84 MB of vectors)."""
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_INPUT_LIMIT_HOLDER = "this proxy (--maxClientInputs; it splits them for the model itself)"
 
 
 @dataclass(frozen=True)
@@ -106,40 +112,6 @@ class ProxyConfig:
     """Packing of small requests into one upstream request (see `_coalescing`); None: off."""
 
 
-class ApiError(Exception):
-    """An error answered in OpenAI's shape."""
-
-    def __init__(
-        self,
-        status_code: int,
-        message: str,
-        *,
-        error_type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        body: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.error_type = error_type
-        self.param = param
-        self.code = code
-        self.headers = dict(headers or {})
-        self.body = body
-        """The whole answer, when it is an upstream error passed through as it came."""
-
-    def response(self) -> Response:
-        if self.body is not None:
-            return Response(
-                orjson.dumps(self.body), self.status_code, headers=self.headers, media_type=_JSON
-            )
-        return error_response(
-            self.status_code, self.message, self.error_type, self.param, self.code, self.headers
-        )
-
-
 def error_response(
     status_code: int,
     message: str,
@@ -152,99 +124,16 @@ def error_response(
     return Response(orjson.dumps(body), status_code, headers=dict(headers or {}), media_type=_JSON)
 
 
-@dataclass
-class EmbeddingsRequest:
-    """A validated client request."""
-
-    model: str
-    texts: list[str]
-    encoding_format: str
-    dimensions: int | None
-    passthrough: dict[str, Any]
-    """Other fields (`user`, unknown extensions), forwarded as they came."""
-
-    def __repr__(self) -> str:
-        # Never show input texts in logs or tracebacks.
-        return (
-            f"EmbeddingsRequest(model={self.model!r}, <{len(self.texts)} texts>, "
-            f"encoding_format={self.encoding_format!r}, dimensions={self.dimensions!r})"
-        )
-
-
-_STRINGS_ONLY_MESSAGE = (
-    "'input' must be a string or a list of strings: token arrays are not supported by "
-    "Privatemode. Pass the texts themselves (with langchain-openai's OpenAIEmbeddings, set "
-    "check_embedding_ctx_length=False)."
-)
-
-
 def parse_embeddings_request(
     raw: bytes, *, max_inputs: int = DEFAULT_MAX_CLIENT_INPUTS
 ) -> EmbeddingsRequest:
     """Validate the body of `POST /v1/embeddings`; raises `ApiError` (400) with what to change."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        # orjson's position only; its message could quote the body.
-        raise ApiError(
-            400, f"the request body is not valid JSON (at character {exc.pos}); send a JSON object"
-        ) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    model = body.pop("model", None)
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "'model' is required and must be a string", param="model")
+    body = parse_json_object(raw)
+    model = parse_model(body.get("model"))
     problem = model_name_problem(model)
     if problem is not None:  # it becomes a header value upstream
         raise ApiError(400, problem, param="model", code="invalid_model")
-    if "input" not in body:
-        raise ApiError(400, "'input' is required", param="input")
-    value = body.pop("input")
-    if isinstance(value, str):
-        texts = [value]
-    elif isinstance(value, list):
-        if not value:
-            raise ApiError(400, "'input' must not be an empty list", param="input")
-        if len(value) > max_inputs:
-            raise ApiError(
-                400,
-                f"'input' has {len(value)} items; this proxy accepts at most {max_inputs} inputs "
-                "per request (it splits them for the model itself). Send them in several "
-                "requests, or raise the proxy's --maxClientInputs",
-                param="input",
-                code="too_many_inputs",
-            )
-        texts = value
-        for i, item in enumerate(texts):
-            if isinstance(item, str):
-                continue
-            if isinstance(item, int | list) and not isinstance(item, bool):
-                raise ApiError(400, _STRINGS_ONLY_MESSAGE, param="input", code="token_arrays")
-            raise ApiError(
-                400,
-                f"'input[{i}]' must be a string, got {type(item).__name__}",
-                param="input",
-            )
-    else:
-        raise ApiError(400, "'input' must be a string or a list of strings", param="input")
-    encoding = body.pop("encoding_format", None)
-    if encoding is None:
-        encoding = "float"
-    if encoding not in ENCODING_FORMATS:
-        raise ApiError(
-            400,
-            f"'encoding_format' must be 'float' or 'base64', got {encoding!r}",
-            param="encoding_format",
-        )
-    dimensions = body.pop("dimensions", None)
-    if dimensions is not None and (
-        not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1
-    ):
-        raise ApiError(400, "'dimensions' must be a positive integer", param="dimensions")
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise ApiError(400, "'user' must be a string", param="user")
-    return EmbeddingsRequest(model, texts, str(encoding), dimensions, body)
+    return parse_embeddings_fields(body, model, max_inputs=max_inputs, holder=_INPUT_LIMIT_HOLDER)
 
 
 @dataclass
@@ -384,17 +273,10 @@ class EmbeddingsService:
                 f"{input_byte_bound(info)} bytes fits that{more}. Shorten or split it.",
                 param="input",
                 code="context_length_exceeded",
+                input_index=i,
             )
         if plan.too_long:
-            i, n = plan.too_long[0]
-            more = f" ({len(plan.too_long)} inputs are too long)" if len(plan.too_long) > 1 else ""
-            raise ApiError(
-                400,
-                f"input {i} has {n} tokens; model '{info.id}' accepts at most "
-                f"{info.max_tokens_per_input} tokens per input{more}. Shorten or split it.",
-                param="input",
-                code="context_length_exceeded",
-            )
+            raise too_long_error(info, plan.too_long)
         counts = plan.counts
         ranges = split_batches(counts, max_inputs=limits.inputs_for(info), max_tokens=max_tokens)
         return ranges, counts
@@ -478,7 +360,7 @@ class EmbeddingsService:
             except UpstreamError as exc:
                 self.health.failed(f"{exc}{where}")
                 raise ApiError(
-                    exc.status_code, f"{exc}{where}", error_type=exc.error_type, code=exc.code
+                    exc.status_code, f"{exc}{where}", type=exc.error_type, code=exc.code
                 ) from None
         self.health.answered(answer.status_code)
         if not answer.is_success:
@@ -487,7 +369,7 @@ class EmbeddingsService:
             vectors = decode_embeddings(answer.body.get("data"), end - start)
         except VectorFormatError as exc:
             raise ApiError(
-                502, f"upstream answer unusable{where}: {exc}", error_type="upstream_error"
+                502, f"upstream answer unusable{where}: {exc}", type="upstream_error"
             ) from None
         usage = answer.body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
@@ -517,7 +399,7 @@ class EmbeddingsService:
         raise ApiError(
             502,
             f"upstream returned vectors of length {got}; expected {expected} for model '{info.id}'",
-            error_type="upstream_error",
+            type="upstream_error",
             code="unexpected_dimensions",
         )
 
@@ -574,11 +456,11 @@ def _upstream_error(answer: UpstreamResponse, where: str) -> ApiError:
     return ApiError(
         answer.status_code,
         message + where,
-        error_type=str(err.get("type") or error_type_for_status(answer.status_code)),
+        type=str(err.get("type") or error_type_for_status(answer.status_code)),
         param=err.get("param") if isinstance(err.get("param"), str) else None,
         code=err.get("code") if isinstance(err.get("code"), str) else None,
         headers=answer.headers,
-        body=body,
+        passthrough=body,
     )
 
 
@@ -626,7 +508,7 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
     async def _api_error(_request: Request, exc: ApiError) -> Response:
         if key_texts:  # belt and braces: no message ever shows the API key
             exc.message = redact(exc.message, key_texts)
-        return exc.response()
+        return Response(exc.body_bytes(), exc.status_code, headers=exc.headers, media_type=_JSON)
 
     @app.exception_handler(Refused)
     async def _refused(_request: Request, exc: Refused) -> Response:
@@ -671,7 +553,7 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
                 raise ApiError(
                     429,
                     str(exc),
-                    error_type="rate_limit_error",
+                    type="rate_limit_error",
                     code="rate_limit_exceeded",
                     headers=exc.headers(),
                 ) from None
@@ -684,7 +566,7 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
             status, content = await session.get_models(key)
         except UpstreamError as exc:
             raise ApiError(
-                exc.status_code, str(exc), error_type=exc.error_type, code=exc.code
+                exc.status_code, str(exc), type=exc.error_type, code=exc.code
             ) from None
         if status != 200:
             return _upstream_models_error(status, content)

@@ -163,7 +163,10 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     body = response.json()
     assert "data" not in body, "an error answer carried vectors"
     error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
+    # `input_index` only on errors about one input: its index within the request
+    assert set(error) - {"input_index"} == {"message", "type", "param", "code"}, error
+    index = error.get("input_index")
+    assert index is None or (isinstance(index, int) and index >= 0), error
     assert isinstance(error["message"], str) and error["message"]
     return dict(error)
 
