@@ -559,8 +559,8 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
                 ) from None
             return Response(answer, media_type=_JSON)
 
-    @app.get("/v1/models")
-    async def models(request: Request) -> Response:
+    async def upstream_models(request: Request) -> tuple[dict[str, Any] | None, Response]:
+        """Upstream's model list (what it serves), catalogue-filled; or the error answer."""
         try:
             key = session.api_key_for(request.headers.get("authorization"))
             status, content = await session.get_models(key)
@@ -569,8 +569,33 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
                 exc.status_code, str(exc), type=exc.error_type, code=exc.code
             ) from None
         if status != 200:
-            return _upstream_models_error(status, content)
-        return Response(_with_tasks(content, config.catalogue), media_type=_JSON)
+            return None, _upstream_models_error(status, content)
+        body = _filled_model_list(content, config.catalogue)
+        if body is None:  # not a list we understand: passed on as it came
+            return None, Response(content, media_type=_JSON)
+        return body, Response(orjson.dumps(body), media_type=_JSON)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        return (await upstream_models(request))[1]
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(request: Request, model_id: str) -> Response:
+        # From upstream's list (the official proxy serves only the list).
+        body, answer = await upstream_models(request)
+        if body is None:
+            return answer
+        for entry in body["data"]:
+            if isinstance(entry, dict) and entry.get("id") == model_id:
+                return Response(orjson.dumps(entry), media_type=_JSON)
+        raise ApiError(
+            404,
+            f"the model '{model_id}' is not served by {config.session.api_url}; "
+            "GET /v1/models lists the models it serves",
+            error_type="invalid_request_error",
+            param="model",
+            code="model_not_found",
+        )
 
     def upstream_status() -> dict[str, Any]:
         """The session's state and what the last requests saw; the key redacted everywhere."""
@@ -724,23 +749,28 @@ def _upstream_models_error(status: int, content: bytes) -> Response:
     )
 
 
-def _with_tasks(content: bytes, catalogue: Mapping[str, ModelInfo]) -> bytes:
-    """Upstream's model list, with `tasks` filled in from the catalogue where it is missing."""
+def _filled_model_list(
+    content: bytes, catalogue: Mapping[str, ModelInfo]
+) -> dict[str, Any] | None:
+    """Upstream's model list as it came (what upstream serves, with its `tasks` and any other
+    fields); the catalogue only fills `object`, `owned_by` and `tasks` where an entry of a
+    model it knows lacks them. None when `content` is not an OpenAI model list."""
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return content
+        return None
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list):
-        return content
-    changed = False
+        return None
     for entry in data:
-        if isinstance(entry, dict) and "tasks" not in entry:
-            info = catalogue.get(str(entry.get("id")))
-            if info is not None:
-                entry["tasks"] = list(info.tasks)
-                changed = True
-    return orjson.dumps(body) if changed else content
+        info = catalogue.get(str(entry.get("id"))) if isinstance(entry, dict) else None
+        if info is None:
+            continue
+        assert isinstance(entry, dict)
+        entry.setdefault("object", "model")
+        entry.setdefault("owned_by", info.owned_by)
+        entry.setdefault("tasks", list(info.tasks))
+    return dict(body)
 
 
 def _rate_limit_text(paced: dict[str, Any]) -> str:

@@ -73,6 +73,11 @@ def test_keyless_proxy_serves_an_app_with_its_own_key(keyed_backend: LocalBacken
         assert status["app_keys_with_secret"] == 1
         assert KEY_A not in str(status)
         assert KEY_A not in httpx.get(proxy.url + "/").text
+        # The model list is asked with the app's key too.
+        models = httpx.get(proxy.url + "/v1/models", headers={"Authorization": f"Bearer {KEY_A}"})
+        assert models.status_code == 200 and models.json()["data"][0]["id"] == MODEL
+        refused = httpx.get(proxy.url + "/v1/models", headers={"Authorization": f"Bearer {WRONG}"})
+        assert refused.status_code == 401
     finally:
         proxy.stop()
 
