@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import queue
 import re
 import ssl
 import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from types import TracebackType
 from typing import Any
 
@@ -740,22 +740,57 @@ class EmbeddingsClient:
                     results[i] = self._send_batch(items, batches[i], None)
                     bar.update(len(batches[i]))
             else:
-                abort = threading.Event()
-                pool = ThreadPoolExecutor(workers, thread_name_prefix="privatemode-embed")
-                try:
-                    futures: dict[Future[Vectors], int] = {
-                        pool.submit(self._send_batch, items, batches[i], abort): i for i in order
-                    }
-                    for future in as_completed(futures):
-                        i = futures[future]
-                        results[i] = future.result()
-                        bar.update(len(batches[i]))
-                except BaseException:
-                    abort.set()
-                    raise
-                finally:
-                    pool.shutdown(wait=True, cancel_futures=True)
+                for i, vectors in self._send_in_threads(items, batches, order, workers):
+                    results[i] = vectors
+                    bar.update(len(batches[i]))
         return _merge(results)
+
+    def _send_in_threads(
+        self, items: list[str], batches: list[range], order: list[int], workers: int
+    ) -> Iterator[tuple[int, Vectors]]:
+        """(batch index, vectors) as batches finish, sent by `workers` daemon threads.
+
+        A failed batch or Ctrl-C raises here at once: no further batch is sent and the requests
+        in flight are abandoned, not waited for (a thread pool's shutdown would wait for each of
+        them, up to the timeout). The daemon threads never hold up the interpreter's exit, and a
+        proxy cancels the work of a client that went away.
+        """
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in order:
+            todo.put(i)
+        done: queue.SimpleQueue[tuple[int, Vectors | None, BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        abort = threading.Event()
+
+        def work() -> None:
+            while not abort.is_set():
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put((i, self._send_batch(items, batches[i], abort), None))
+                except BaseException as exc:  # handed to the caller's thread
+                    done.put((i, None, exc))
+                    return
+
+        for n in range(workers):
+            threading.Thread(target=work, name=f"privatemode-embed-{n}", daemon=True).start()
+        try:
+            for _ in range(len(batches)):
+                while True:
+                    try:  # a short timeout keeps the wait interruptible by Ctrl-C
+                        i, vectors, error = done.get(timeout=0.25)
+                        break
+                    except queue.Empty:
+                        continue
+                if error is not None:
+                    raise error
+                assert vectors is not None
+                yield i, vectors
+        finally:
+            abort.set()
 
     async def aembed(
         self,

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from privatemode_proxy import BatchLimits, ProxyConfig, SessionConfig, create_proxy_app
 from privatemode_proxy import pinned_manifest as pin
 from privatemode_proxy._admission import AdmissionLimits
@@ -426,3 +428,85 @@ def test_healthz_reports_the_last_upstream_answer_and_a_stall(
     assert embed(proxy.url, "recovered").status_code == 200
     assert httpx.get(proxy.url + "/healthz").json()["upstream"] == "ready"
 
+
+
+# -- #10: sync classes surface a failure or Ctrl-C at once -------------------------------------
+
+
+class HoldingServer:
+    """An OpenAI-shaped test server (not a model): a request whose input contains 'bad' gets an
+    immediate 400; every other request is held until `release` is set (or 60 s pass, which only
+    code that waits for in-flight requests would ever see)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.released_by_watchdog = False
+        self.texts_seen: list[str] = []
+        self.held = 0
+        app = FastAPI()
+
+        @app.post("/v1/embeddings")
+        async def embeddings(request: Request) -> JSONResponse:
+            import asyncio
+
+            texts = (await request.json())["input"]
+            self.texts_seen.extend(texts)
+            if any("bad" in t for t in texts):
+                error = {"message": "scripted refusal", "type": "invalid_request_error",
+                         "param": None, "code": None}
+                return JSONResponse({"error": error}, status_code=400)
+            self.held += 1
+            if not await asyncio.to_thread(self.release.wait, 60):
+                self.released_by_watchdog = True
+            data = [{"object": "embedding", "index": i, "embedding": [1.0, 0.0]}
+                    for i in range(len(texts))]
+            return JSONResponse({"object": "list", "data": data, "model": "held",
+                                 "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+        self.server = ServerThread(app)
+        self.server.start()
+
+    def client(self) -> Any:
+        from privatemode_integrations import EmbeddingsClient
+
+        return EmbeddingsClient(
+            base_url=self.server.url + "/v1", model="held", batch_size=1, max_concurrency=2
+        )
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.stop()
+
+
+def test_a_failed_batch_surfaces_at_once_and_the_other_batches_are_cancelled() -> None:
+    server = HoldingServer()
+    try:
+        with server.client() as client, pytest.raises(Exception, match="scripted refusal"):
+            client.embed(["held 0", "bad 1", "never 2", "never 3", "never 4"])
+        # Raised while batch 0 was still held: nobody waited for it.
+        assert not server.release.is_set() and not server.released_by_watchdog
+        assert not any(t.startswith("never") for t in server.texts_seen), server.texts_seen
+    finally:
+        server.close()
+
+
+def test_ctrl_c_during_a_sync_call_surfaces_at_once() -> None:
+    import signal
+
+    server = HoldingServer()
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt_when_both_are_held() -> None:
+        _wait_for(lambda: server.held >= 2)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    try:
+        with server.client() as client:
+            threading.Thread(target=interrupt_when_both_are_held, daemon=True).start()
+            with pytest.raises(KeyboardInterrupt):
+                client.embed(["held 0", "held 1", "never 2", "never 3"])
+        assert not server.released_by_watchdog  # the held requests were abandoned
+        assert not any(t.startswith("never") for t in server.texts_seen)
+    finally:
+        server.close()
