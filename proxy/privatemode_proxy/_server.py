@@ -592,7 +592,7 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
             404,
             f"the model '{model_id}' is not served by {config.session.api_url}; "
             "GET /v1/models lists the models it serves",
-            error_type="invalid_request_error",
+            type="invalid_request_error",
             param="model",
             code="model_not_found",
         )
