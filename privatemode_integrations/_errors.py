@@ -1,4 +1,19 @@
-"""The exceptions the client core raises.
+"""The exceptions the client core raises (all exported at the package root, where their
+`__module__` says they live).
+
+    PrivatemodeError
+    ├── APIConnectionError ......... the endpoint could not be reached (`attempts`)
+    │   └── APITimeoutError
+    ├── APIResponseError ........... a 2xx answer that is not one vector per input
+    └── APIStatusError ............. an HTTP error status: `status_code`, `message`, `type`,
+        │                            `param`, `code`, `input_index`, `attempts`, `body`
+        ├── BadRequestError ........ 400
+        │   └── InputTooLongError .. over the model's tokens per input (`input_indices`)
+        ├── AuthenticationError .... 401
+        ├── PermissionDeniedError .. 403
+        ├── NotFoundError .......... 404
+        ├── RateLimitError ......... 429
+        └── InternalServerError .... 5xx
 
 Every message says what failed and, where the caller can act on it, what to change. No message,
 repr or attribute holds the API key, request headers or input texts.

@@ -90,3 +90,31 @@ def test_the_client_uses_the_proxy_package_only_through_light_modules() -> None:
         if m.startswith("privatemode_proxy.") and not m.startswith(light)
     }
     assert offenders == set()
+
+
+def test_public_exceptions_name_their_public_package() -> None:
+    import privatemode_proxy
+
+    import privatemode_integrations
+
+    for package in (privatemode_integrations, privatemode_proxy):
+        public = [getattr(package, n) for n in package.__all__]
+        errors = [e for e in public if isinstance(e, type) and issubclass(e, BaseException)]
+        assert errors, package.__name__
+        for error in errors:
+            assert error.__module__ == package.__name__, error
+            assert getattr(package, error.__name__) is error
+
+
+def test_upstream_errors_are_openai_errors() -> None:
+    from privatemode_proxy import AttestationFailed, UpstreamError
+    from privatemode_proxy.openai import ApiError
+
+    error = AttestationFailed("the report's measurement is not in the manifest")
+    assert isinstance(error, UpstreamError) and isinstance(error, ApiError)
+    assert (error.status_code, error.type, error.code) == (
+        503,
+        "service_unavailable",
+        "attestation_failed",
+    )
+    assert error.body()["error"]["message"] == "the report's measurement is not in the manifest"

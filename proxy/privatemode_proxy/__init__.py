@@ -23,13 +23,13 @@ _EXPORTS: dict[str, str] = {
     "RateLimits": "_pacing",
     "ProxyConfig": "_server",
     "create_proxy_app": "_server",
-    "AttestationFailed": "_session",
+    "AttestationFailed": "_exceptions",
     "ManifestProvider": "_session",
-    "SecretExchangeFailed": "_session",
+    "SecretExchangeFailed": "_exceptions",
     "SessionConfig": "_session",
-    "UpstreamError": "_session",
+    "UpstreamError": "_exceptions",
     "UpstreamSession": "_session",
-    "UpstreamUnavailable": "_session",
+    "UpstreamUnavailable": "_exceptions",
     "pinned_manifest": "_session",
     "LocalStack": "_stack",
 }
@@ -43,16 +43,18 @@ if TYPE_CHECKING:
         ModelInfo,
         estimate_tokens,
     )
+    from privatemode_proxy._exceptions import (
+        AttestationFailed,
+        SecretExchangeFailed,
+        UpstreamError,
+        UpstreamUnavailable,
+    )
     from privatemode_proxy._pacing import RateLimits
     from privatemode_proxy._server import ProxyConfig, create_proxy_app
     from privatemode_proxy._session import (
-        AttestationFailed,
         ManifestProvider,
-        SecretExchangeFailed,
         SessionConfig,
-        UpstreamError,
         UpstreamSession,
-        UpstreamUnavailable,
         pinned_manifest,
     )
     from privatemode_proxy._stack import LocalStack

@@ -43,6 +43,7 @@ from privatemode_proxy._batching import (
 )
 from privatemode_proxy._catalogue import CATALOGUE, ModelInfo
 from privatemode_proxy._coalescing import Coalescer, CoalescingConfig, PackAnswer
+from privatemode_proxy._exceptions import UpstreamError
 from privatemode_proxy._guard import BrowserGuard, BrowserPolicy
 from privatemode_proxy._keymodes import ApiKey
 from privatemode_proxy._memory import MemoryTrimmer
@@ -57,10 +58,8 @@ from privatemode_proxy._pacing import (
 )
 from privatemode_proxy._session import (
     SessionConfig,
-    UpstreamError,
     UpstreamResponse,
     UpstreamSession,
-    error_type_for_status,
     model_name_problem,
 )
 from privatemode_proxy._token_estimate import TokenEstimator
@@ -72,6 +71,7 @@ from privatemode_proxy.openai import (
     decode_embeddings,
     encode_embeddings,
     error_body,
+    error_type_for_status,
     parse_embeddings_fields,
     parse_json_object,
     parse_model,
@@ -360,7 +360,7 @@ class EmbeddingsService:
             except UpstreamError as exc:
                 self.health.failed(f"{exc}{where}")
                 raise ApiError(
-                    exc.status_code, f"{exc}{where}", type=exc.error_type, code=exc.code
+                    exc.status_code, f"{exc}{where}", type=exc.type, code=exc.code
                 ) from None
         self.health.answered(answer.status_code)
         if not answer.is_success:
@@ -566,7 +566,7 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
             status, content = await session.get_models(key)
         except UpstreamError as exc:
             raise ApiError(
-                exc.status_code, str(exc), type=exc.error_type, code=exc.code
+                exc.status_code, str(exc), type=exc.type, code=exc.code
             ) from None
         if status != 200:
             return None, _upstream_models_error(status, content)

@@ -29,6 +29,14 @@ import httpx
 import orjson
 
 from privatemode_proxy import __version__
+from privatemode_proxy._exceptions import (
+    AttestationFailed,
+    SecretExchangeFailed,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from privatemode_proxy._keymodes import ApiKey, bearer_token
 from privatemode_proxy.attestation import (
     AttestationError,
@@ -40,7 +48,7 @@ from privatemode_proxy.attestation import (
     TrustedRoot,
     verify_attestation,
 )
-from privatemode_proxy.openai import error_body
+from privatemode_proxy.openai import error_body, error_type_for_status
 from privatemode_proxy.protocol import (
     ClientSecretExchange,
     FieldCipherError,
@@ -153,53 +161,6 @@ class SessionConfig:
             raise ValueError("secret_refresh_ahead_seconds must be in [0, secret_use_seconds)")
 
 
-class UpstreamError(Exception):
-    """The upstream could not be used for this request; `status_code` is what the proxy answers."""
-
-    status_code = 502
-    error_type = "upstream_error"
-    code = "upstream_error"
-
-
-class UpstreamUnavailable(UpstreamError):
-    """No verified secret: attestation or the secret exchange failed (the proxy answers 503)."""
-
-    status_code = 503
-    error_type = "service_unavailable"
-    code = "upstream_unavailable"
-
-
-class AttestationFailed(UpstreamUnavailable):
-    code = "attestation_failed"
-
-    def __init__(self, message: str, *, final: bool = True) -> None:
-        super().__init__(message)
-        self.final = final
-        """False when the attestation could not be fetched (worth retrying)."""
-
-
-class SecretExchangeFailed(UpstreamUnavailable):
-    code = "secret_exchange_failed"
-
-
-class UpstreamTimeout(UpstreamError):
-    status_code = 504
-    code = "upstream_timeout"
-
-
-class UpstreamAuthError(UpstreamError):
-    """The API refused the key (401) or its use (403): the app's to fix, never retried.
-
-    The proxy answers with the same status and the service's message.
-    """
-
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.error_type = "authentication_error" if status_code == 401 else "permission_error"
-        self.code = "invalid_api_key" if status_code == 401 else "forbidden"
-
-
 class _EndpointError(Exception):
     """The attest or secret endpoint answered an error or garbage (may be retried)."""
 
@@ -214,22 +175,6 @@ _FINAL_STATUSES = frozenset(range(400, 500)) - {408, 425, 429}
 
 _PASSED_HEADERS = frozenset({"retry-after", "retry-after-ms", "www-authenticate"})
 """Headers of an upstream error answer that reach the app (with every `x-ratelimit-*`)."""
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def error_type_for_status(status: int) -> str:
-    """OpenAI's error `type` for an HTTP status, for answers that do not say."""
-    return _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-
 
 def uuid7() -> uuid.UUID:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits (Python 3.14 has one)."""

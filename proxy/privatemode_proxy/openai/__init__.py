@@ -22,6 +22,7 @@ from privatemode_proxy.openai._errors import (
     UPSTREAM,
     ApiError,
     error_body,
+    error_type_for_status,
 )
 from privatemode_proxy.openai._request import (
     EmbeddingsRequest,
@@ -66,6 +67,7 @@ __all__ = [
     "decode_embeddings",
     "encode_embeddings",
     "error_body",
+    "error_type_for_status",
     "json_type",
     "parse_dimensions",
     "parse_embeddings_fields",

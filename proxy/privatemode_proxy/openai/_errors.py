@@ -22,6 +22,22 @@ SERVER = "server_error"
 UPSTREAM = "upstream_error"
 
 
+_TYPES_BY_STATUS = {
+    400: INVALID_REQUEST,
+    401: AUTHENTICATION,
+    403: PERMISSION,
+    404: NOT_FOUND,
+    409: "conflict_error",
+    422: INVALID_REQUEST,
+    429: RATE_LIMIT,
+}
+
+
+def error_type_for_status(status: int) -> str:
+    """OpenAI's error `type` for an HTTP status, for answers that do not say."""
+    return _TYPES_BY_STATUS.get(status, SERVER if status >= 500 else INVALID_REQUEST)
+
+
 def error_body(
     message: str,
     *,
@@ -78,4 +94,4 @@ class ApiError(Exception):
         return orjson.dumps(self.body())
 
     def __repr__(self) -> str:
-        return f"ApiError({self.status_code}, {self.message!r}, code={self.code!r})"
+        return f"{type(self).__name__}({self.status_code}, {self.message!r}, code={self.code!r})"
