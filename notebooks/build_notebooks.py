@@ -92,8 +92,9 @@ LANGCHAIN_RAG: list[Cell] = [
         """
 # RAG retrieval with LangChain and `PrivatemodeEmbeddings`
 
-A small retrieval pipeline: load a document set, split it, embed the chunks with
-`PrivatemodeEmbeddings`, keep them in LangChain's `InMemoryVectorStore`, and retrieve for a few
+A small retrieval pipeline: load a document set, split it with the splitter
+`PrivatemodeEmbeddings` makes for its model (chunks measured in the model's own tokens, so none
+is ever too long), embed the chunks, keep them in LangChain's `InMemoryVectorStore`, and retrieve for a few
 questions. Every text goes through `privatemode-proxy`, which verified the backend's attestation
 and encrypts each request before it leaves the process.
 
@@ -108,13 +109,18 @@ own proxy (e.g. `http://localhost:8080/v1`) to run the same cells against the Pr
     code(
         """
 from langchain_core.documents import Document
-from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from privatemode_integrations import PrivatemodeEmbeddings
+
+embeddings = PrivatemodeEmbeddings(base_url=base_url, model=model)
 documents = [
     Document(page_content=d["text"], metadata={"doc_id": d["id"], "topic": d["topic"]})
     for d in corpus["documents"]
 ]
-splitter = RecursiveCharacterTextSplitter(chunk_size=160, chunk_overlap=30)
+# Chunks of at most 32 tokens as the model counts them, 4 shared with the next chunk. Small, to
+# show a split on these short documents; the default is the model's limit (256 for the local
+# model), the right size for your own documents.
+splitter = embeddings.text_splitter(chunk_tokens=32, overlap=4)
 chunks = splitter.split_documents(documents)
 print(f"{len(documents)} documents -> {len(chunks)} chunks")
 for chunk in chunks[:2]:
@@ -135,9 +141,6 @@ import time
 
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from privatemode_integrations import PrivatemodeEmbeddings
-
-embeddings = PrivatemodeEmbeddings(base_url=base_url, model=model)
 print(repr(embeddings)[:200], "...")
 
 start = time.perf_counter()
@@ -218,7 +221,9 @@ LLAMAINDEX_VECTOR_INDEX: list[Cell] = [
         """
 # A LlamaIndex `VectorStoreIndex` with `PrivatemodeEmbedding`
 
-The same corpus as the LangChain notebook, through LlamaIndex: documents, a `SentenceSplitter`,
+The same corpus as the LangChain notebook, through LlamaIndex: documents, the node parser
+`PrivatemodeEmbedding` makes for its model (a `SentenceSplitter` counting the model's own tokens,
+metadata included),
 a `VectorStoreIndex` whose embeddings come from `PrivatemodeEmbedding`, a retriever, and then the
 index persisted to disk and loaded again (without embedding the documents a second time).
 
@@ -232,17 +237,17 @@ to your own proxy's URL to use the Privatemode service instead.
     code(
         """
 from llama_index.core import Document, Settings
-from llama_index.core.node_parser import SentenceSplitter
 
 from privatemode_integrations import PrivatemodeEmbedding
 
-Settings.embed_model = PrivatemodeEmbedding(base_url=base_url, model_name=model)
+Settings.embed_model = embed = PrivatemodeEmbedding(base_url=base_url, model_name=model)
 
 documents = [
     Document(text=d["text"], id_=d["id"], metadata={"topic": d["topic"]})
     for d in corpus["documents"]
 ]
-nodes = SentenceSplitter(chunk_size=64, chunk_overlap=8).get_nodes_from_documents(documents)
+# Small nodes, to show a split on these short documents; the default is the model's limit.
+nodes = embed.node_parser(chunk_tokens=32, overlap=4).get_nodes_from_documents(documents)
 print(f"{len(documents)} documents -> {len(nodes)} nodes")
 print(nodes[0].get_content(metadata_mode="embed"))
 """
