@@ -23,17 +23,25 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import httpx
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ._errors import AttestationError, EvidenceError
 from ._kds import CertificateFetchError, CertificateUnavailableError, write_atomically
-from ._x509 import load_certificate, load_crl, name_value, pem_blocks, pem_encode
+from ._x509 import (
+    certificate_public_key,
+    load_certificate,
+    load_crl,
+    name_value,
+    pem_blocks,
+    pem_encode,
+)
 
 __all__ = [
     "INTEL_ROOT_SHA256",
@@ -82,7 +90,7 @@ def parse_intel_root(pem: bytes, *, source: str = "") -> IntelRoot:
     problems = []
     if name_value(cert.subject, NameOID.COMMON_NAME) != [INTEL_ROOT_CN]:
         problems.append(f"CN is not {INTEL_ROOT_CN!r}")
-    key = cert.public_key()
+    key = certificate_public_key(cert, "Intel root")
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         problems.append("key is not ECDSA P-256")
     elif cert.issuer != cert.subject:
@@ -90,7 +98,7 @@ def parse_intel_root(pem: bytes, *, source: str = "") -> IntelRoot:
     else:
         try:
             cert.verify_directly_issued_by(cert)
-        except (ValueError, TypeError, Exception) as exc:  # InvalidSignature included
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
             problems.append(f"self-signature does not verify ({type(exc).__name__})")
     if problems:
         raise EvidenceError(f"invalid Intel root {source}: " + "; ".join(problems))
@@ -350,11 +358,6 @@ def _root_crl_url(issuer_chain: bytes) -> str:
     except (EvidenceError, IndexError, x509.ExtensionNotFound, ValueError):
         pass
     raise CertificateUnavailableError("the QE Identity issuer chain's root names no https CRL")
-
-
-def encode_issuer_chain_header(chain_pem: bytes) -> str:
-    """How PCS sends an issuer chain in a header (URL-escaped PEM)."""
-    return quote(chain_pem.decode("ascii"), safe="")
 
 
 def _parse_time(text: Any) -> datetime:
