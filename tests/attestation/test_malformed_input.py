@@ -252,9 +252,15 @@ def test_truncated_protobuf_is_an_attestation_error(identity: LocalIdentity, cut
     document = identity.attestation_doc(NONCE)
     raw = AttestationResponse.from_json(document).raw_attestation_doc
     cut %= len(raw)
-    with pytest.raises(AttestationError) as info:
+    try:
         _verify(identity, rebuild_response(document, raw_attestation_doc=raw[:cut]))
-    assert info.value.failures
+    except AttestationError as exc:
+        assert exc.failures
+        return
+    # Accepted only when the cut falls exactly before the optional trailing SevProduct message
+    # (a v5 report names its product line itself): the same evidence without it.
+    genuine = SnpAttestation.from_proto(raw)
+    assert SnpAttestation.from_proto(raw[:cut]) == replace(genuine, product=None)
 
 
 @pytest.mark.parametrize("cut", [0, 1, 2, 3, 100, 1000, -1])
