@@ -9,7 +9,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
-from privatemode_integrations import _settings
+from privatemode_integrations import _instructions, _settings
 from privatemode_integrations._client import EmbeddingsClient
 from privatemode_integrations._core_cache import CoreCache
 
@@ -61,6 +61,11 @@ class PrivatemodeEmbeddings(BaseModel, Embeddings):
     dimensions: int | None = Field(default=None, ge=1)
     """Reduced output dimensions, for models that support them (qwen3-embedding-4b: 32..2560).
     None: the model's native size."""
+    query_instruction: str | None = _instructions.DEFAULT_QUERY_INSTRUCTION
+    """The task written in front of queries (never documents) for models trained so
+    (qwen3-embedding-*): `Instruct: <query_instruction>\nQuery:<query>`. The default is
+    Qwen3-Embedding's retrieval task; describe yours (in English) for other tasks, or None to send
+    queries as they are. Models without instructions (the local MiniLM) never get one."""
     batch_size: int | None = Field(default=None, ge=1)
     """Most inputs per request. None: as many as the model's limits allow (fewest requests)."""
     max_concurrency: int = Field(default=_settings.DEFAULT_MAX_CONCURRENCY, ge=1)
@@ -128,7 +133,7 @@ class PrivatemodeEmbeddings(BaseModel, Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query text."""
-        return self.client.embed([text])[0].tolist()  # type: ignore[no-any-return]
+        return self.client.embed([self._query(text)])[0].tolist()  # type: ignore[no-any-return]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents on the running event loop."""
@@ -136,4 +141,8 @@ class PrivatemodeEmbeddings(BaseModel, Embeddings):
 
     async def aembed_query(self, text: str) -> list[float]:
         """Embed one query text on the running event loop."""
-        return (await self.client.aembed([text]))[0].tolist()  # type: ignore[no-any-return]
+        query = self._query(text)
+        return (await self.client.aembed([query]))[0].tolist()  # type: ignore[no-any-return]
+
+    def _query(self, text: str) -> str:
+        return _instructions.instructed_query(text, self.model, self.query_instruction)

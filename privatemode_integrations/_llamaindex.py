@@ -14,7 +14,7 @@ from llama_index.core.instrumentation.events.embedding import (
 )
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from privatemode_integrations import _settings
+from privatemode_integrations import _instructions, _settings
 from privatemode_integrations._client import EmbeddingsClient
 from privatemode_integrations._core_cache import CoreCache
 
@@ -85,6 +85,11 @@ class PrivatemodeEmbedding(BaseEmbedding):
     `to_dict()` or logs."""
     dimensions: int | None = Field(default=None, ge=1)
     """Reduced output dimensions, for models that support them. None: native size."""
+    query_instruction: str | None = _instructions.DEFAULT_QUERY_INSTRUCTION
+    """The task written in front of queries (never documents) for models trained so
+    (qwen3-embedding-*): `Instruct: <query_instruction>\nQuery:<query>`. The default is
+    Qwen3-Embedding's retrieval task; describe yours (in English) for other tasks, or None to send
+    queries as they are. Models without instructions (the local MiniLM) never get one."""
     batch_size: int | None = Field(default=None, ge=1)
     """Most inputs per HTTP request. None: as many as the model's limits allow."""
     max_concurrency: int = Field(default=_settings.DEFAULT_MAX_CONCURRENCY, ge=1)
@@ -151,10 +156,14 @@ class PrivatemodeEmbedding(BaseEmbedding):
         return self._cores.for_object(self, model=self.model_name)
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self.client.embed([query])[0].tolist()  # type: ignore[no-any-return]
+        return self.client.embed([self._query(query)])[0].tolist()  # type: ignore[no-any-return]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        return (await self.client.aembed([query]))[0].tolist()  # type: ignore[no-any-return]
+        text = self._query(query)
+        return (await self.client.aembed([text]))[0].tolist()  # type: ignore[no-any-return]
+
+    def _query(self, query: str) -> str:
+        return _instructions.instructed_query(query, self.model_name, self.query_instruction)
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self.client.embed([text])[0].tolist()  # type: ignore[no-any-return]
