@@ -19,10 +19,9 @@ import random
 import secrets
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -35,9 +34,9 @@ from privatemode_proxy._exceptions import (
     UpstreamAuthError,
     UpstreamError,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from privatemode_proxy._keymodes import ApiKey, bearer_token
+from privatemode_proxy._secrets import SecretKeeper, SecretState
 from privatemode_proxy.attestation import (
     AttestationError,
     AttestationResult,
@@ -176,6 +175,7 @@ _FINAL_STATUSES = frozenset(range(400, 500)) - {408, 425, 429}
 _PASSED_HEADERS = frozenset({"retry-after", "retry-after-ms", "www-authenticate"})
 """Headers of an upstream error answer that reach the app (with every `x-ratelimit-*`)."""
 
+
 def uuid7() -> uuid.UUID:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits (Python 3.14 has one)."""
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
@@ -186,17 +186,6 @@ def uuid7() -> uuid.UUID:
 
 _EXCHANGE_ERRORS = (_EndpointError, SecretExchangeError, httpx.HTTPError, ValueError)
 """What one secret exchange attempt may raise that another attempt may not."""
-
-
-@dataclass(frozen=True)
-class _SecretState:
-    secret: Secret
-    exchange_serial: int
-    """Which exchange (counted from 1, in the order they started) produced this secret."""
-    obtained_at: datetime
-    use_until_wall: datetime
-    use_until: float  # time.monotonic()
-    refresh_at: float  # time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -234,46 +223,6 @@ def _error_message_of(content: bytes) -> str:
     return _snippet(content)
 
 
-class _SecretSlot:
-    """The secret of one API key (or of no key) and the exchanges that renew it.
-
-    The key itself is not kept here: an exchange gets it from the request that needs the
-    exchange (or, for the proxy's own key, from the config), and holds it only while it runs.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        """`proxy key`, `no key`, or an `ApiKey.id`: safe to log."""
-        self.state: _SecretState | None = None
-        self.exchange_task: asyncio.Task[_SecretState] | None = None
-        self.exchanges_started = 0  # serial of the latest exchange task
-        self.first_trusted_serial = 1
-        """Secrets from exchanges that started earlier may be lost upstream: a `no secret for ID`
-        answer arrived after those exchanges began (protocol §5: force a new exchange)."""
-        self.exchanges = 0
-        self.last_error: str | None = None
-        self.last_error_at: datetime | None = None
-        self.last_failure: float | None = None  # time.monotonic() of the last failed exchange
-        self.refused = False
-        """The API refused this slot's key (401/403) at the last exchange."""
-
-    def __repr__(self) -> str:
-        return f"_SecretSlot({self.name!r})"
-
-    def usable(self, state: _SecretState, now: float) -> bool:
-        return now < state.use_until and state.exchange_serial >= self.first_trusted_serial
-
-    @property
-    def ready(self) -> bool:
-        state = self.state
-        return state is not None and self.usable(state, time.monotonic())
-
-    @property
-    def busy(self) -> bool:
-        task = self.exchange_task
-        return task is not None and not task.done()
-
-
 class UpstreamSession:
     """Attested, encrypted access to one Privatemode API; one per proxy, one event loop."""
 
@@ -282,11 +231,7 @@ class UpstreamSession:
         self._client: httpx.AsyncClient | None = None
         self._attestation: AttestationResult | None = None
         self._proxy_key = ApiKey(config.api_key, "proxy") if config.api_key else None
-        self._default = _SecretSlot("proxy key" if self._proxy_key else "no key")
-        """The slot of the proxy's key, or (keyless proxy) of requests that carry no key."""
-        self._app_slots: OrderedDict[str, _SecretSlot] = OrderedDict()
-        """Keyless proxy: one slot per app key id, least recently used first."""
-        self._refresher: asyncio.Task[None] | None = None
+        self._secrets = SecretKeeper(config, self._proxy_key, self._obtain_secret)
         self._static_headers = {
             "Privatemode-Version": config.client_version,
             "Privatemode-OS": _go_os(),
@@ -315,21 +260,10 @@ class UpstreamSession:
             follow_redirects=False,
         )
         if background_refresh:
-            self._refresher = asyncio.create_task(self._keep_secret_fresh(), name="secret-refresh")
+            self._secrets.start_refresher()
 
     async def aclose(self) -> None:
-        tasks: list[asyncio.Task[Any]] = [t for t in (self._refresher,) if t is not None]
-        tasks += [s.exchange_task for s in self._slots() if s.exchange_task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: S110 - shutting down
-                pass
-        self._refresher = None
-        for slot in self._slots():
-            slot.exchange_task = None
+        await self._secrets.aclose()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -358,46 +292,24 @@ class UpstreamSession:
         """True when requests are served with the apps' own keys (no `--apiKey`)."""
         return self._proxy_key is None
 
-    def _slot_for(self, key: ApiKey | None) -> _SecretSlot:
-        if key is None or key.source == "proxy" or self._proxy_key is not None:
-            return self._default
-        slot = self._app_slots.get(key.id)
-        if slot is None:
-            slot = _SecretSlot(key.id)
-            self._app_slots[key.id] = slot
-            self._forget_idle_slots()
-        else:
-            self._app_slots.move_to_end(key.id)
-        return slot
-
-    def _forget_idle_slots(self) -> None:
-        excess = len(self._app_slots) - self.config.max_api_keys
-        if excess <= 0:
-            return
-        for name in [n for n, s in self._app_slots.items() if not s.busy][:excess]:
-            del self._app_slots[name]
-
-    def _slots(self) -> list[_SecretSlot]:
-        return [self._default, *self._app_slots.values()]
-
     # -- status --------------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
         """Whether a verified secret is usable right now (for the proxy's key, or any app's)."""
-        return any(slot.ready for slot in self._slots())
+        return self._secrets.ready
 
     @property
-    def _state(self) -> _SecretState | None:
+    def _state(self) -> SecretState | None:
         """The newest secret in use (tests read it to look for leaks)."""
-        states = [s.state for s in self._slots() if s.state is not None]
-        return max(states, key=lambda st: st.use_until) if states else None
+        return self._secrets.newest_state
 
     def status(self) -> dict[str, Any]:
         """What was attested and until when the secret is used; never a secret nor a key."""
-        state = self._default.state if self._default.ready else self._state
+        secrets = self._secrets
+        slot = secrets.default
+        state = slot.state if slot.ready else secrets.newest_state
         att = self._attestation
-        slot = self._default
         # A keyless proxy's attempt without a key, refused by an API that wants keys, is no
         # failure: it is waiting for the apps' keys.
         waiting = self.uses_app_keys and slot.refused
@@ -407,7 +319,7 @@ class UpstreamSession:
             "api_keys": "from each app's Authorization header"
             if self.uses_app_keys
             else "the proxy's --apiKey",
-            "app_keys_with_secret": sum(1 for s in self._app_slots.values() if s.ready),
+            "app_keys_with_secret": sum(1 for s in secrets.app_slots.values() if s.ready),
             "waiting_for_app_key": waiting,
             "attestation": att.summary() if att is not None else None,
             "secret": None
@@ -416,7 +328,7 @@ class UpstreamSession:
                 "obtained_at": state.obtained_at.isoformat(),
                 "use_until": state.use_until_wall.isoformat(),
             },
-            "secret_exchanges": sum(s.exchanges for s in self._slots()),
+            "secret_exchanges": sum(s.exchanges for s in secrets.slots()),
             "last_error": None if waiting else slot.last_error,
             "last_error_at": None
             if waiting or slot.last_error_at is None
@@ -427,110 +339,8 @@ class UpstreamSession:
 
     async def current_secret(self, key: ApiKey | None = None) -> Secret:
         """A verified secret for `key`; waits only when none is usable. Raises `UpstreamError`."""
-        return (await self._current_state(self._slot_for(key), key)).secret
-
-    async def _current_state(self, slot: _SecretSlot, key: ApiKey | None) -> _SecretState:
-        state = slot.state
-        now = time.monotonic()
-        if state is not None and slot.usable(state, now):
-            if now >= state.refresh_at and self._may_refresh(slot, now):
-                self._exchange(slot, key)  # refresh in the background; this request keeps the old
-            return state
-        return await self._trusted_state(slot, key)
-
-    async def _renew_state(
-        self, slot: _SecretSlot, key: ApiKey | None, stale_id: str, stale_serial: int
-    ) -> _SecretState:
-        """`stale_serial` is the serial of the exchange that produced the stale secret, or of
-        a later one; every exchange up to the latest started is distrusted, unless an earlier
-        failure already distrusted the stale secret (so one loss forces one exchange)."""
-        if stale_serial >= slot.first_trusted_serial:
-            slot.first_trusted_serial = slot.exchanges_started + 1
-        state = slot.state
-        if state is not None and (
-            state.secret.id == stale_id or state.exchange_serial < slot.first_trusted_serial
-        ):
-            slot.state = None  # not to be handed out again
-        return await self._trusted_state(slot, key)
-
-    async def _trusted_state(self, slot: _SecretSlot, key: ApiKey | None) -> _SecretState:
-        """A usable secret from an exchange that started after the last `no secret for ID`.
-
-        Waits for a suspect exchange in flight to end before starting the next one, so that
-        there is never more than one exchange at a time per key; concurrent callers share it.
-        """
-        while True:
-            state = slot.state
-            if state is not None and slot.usable(state, time.monotonic()):
-                return state
-            task = slot.exchange_task
-            if (
-                task is not None
-                and not task.done()
-                and slot.exchanges_started < slot.first_trusted_serial
-            ):
-                await asyncio.wait([task])  # its outcome is of no use here; errors are logged
-                continue
-            state = await asyncio.shield(self._exchange(slot, key))
-            if state.exchange_serial >= slot.first_trusted_serial:
-                return state
-            # Another `no secret for ID` arrived while this exchange ran: exchange again.
-
-    def _may_refresh(self, slot: _SecretSlot, now: float) -> bool:
-        failed = slot.last_failure
-        return failed is None or now - failed >= self.config.background_retry_seconds
-
-    def _exchange(self, slot: _SecretSlot, key: ApiKey | None) -> asyncio.Task[_SecretState]:
-        """The slot's exchange in flight, or a new one with `key`: never two at a time."""
-        task = slot.exchange_task
-        if task is None or task.done():
-            slot.exchanges_started += 1
-            task = asyncio.create_task(
-                self._obtain_state(slot, slot.exchanges_started, key), name="secret-exchange"
-            )
-            task.add_done_callback(lambda done: self._exchange_done(slot, done))
-            slot.exchange_task = task
-        return task
-
-    def _exchange_done(self, slot: _SecretSlot, task: asyncio.Task[_SecretState]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()  # retrieved here so a failure never goes unreported
-        if exc is not None:
-            slot.last_error = str(exc)
-            slot.last_error_at = datetime.now(UTC)
-            slot.last_failure = time.monotonic()
-            slot.refused = isinstance(exc, UpstreamAuthError)
-            if slot.refused and slot is self._default and self.uses_app_keys:
-                logger.info(
-                    "the API wants an API key: requests are served with each app's "
-                    "'Authorization: Bearer <key>' (or start the proxy with --apiKey)"
-                )
-            elif slot is self._default:
-                logger.error("upstream not usable: %s", exc)
-            else:
-                logger.warning("upstream not usable with app key %s: %s", slot.name, exc)
-
-    async def _obtain_state(
-        self, slot: _SecretSlot, serial: int, key: ApiKey | None
-    ) -> _SecretState:
-        secret = await self._obtain_secret(key)
-        cfg = self.config
-        now, wall = time.monotonic(), datetime.now(UTC)
-        state = _SecretState(
-            secret=secret,
-            exchange_serial=serial,
-            obtained_at=wall,
-            use_until_wall=wall + timedelta(seconds=cfg.secret_use_seconds),
-            use_until=now + cfg.secret_use_seconds,
-            refresh_at=now + cfg.secret_use_seconds - cfg.secret_refresh_ahead_seconds,
-        )
-        slot.state = state
-        slot.exchanges += 1
-        slot.last_error = slot.last_error_at = slot.last_failure = None
-        slot.refused = False
-        logger.info("new secret (%s) in use until %s", slot.name, state.use_until_wall.isoformat())
-        return state
+        secrets = self._secrets
+        return (await secrets.current_state(secrets.slot_for(key), key)).secret
 
     def _backoff(self, retry: int) -> float:
         """Seconds before retry number `retry` (1, 2, ...): about 1 s, then 2 s, with jitter."""
@@ -675,35 +485,6 @@ class UpstreamSession:
         # Raises SecretExchangeError (a ValueError) on a bad chain, signature or body.
         return exchange.complete(resp.content, attestation.mesh_ca)
 
-    async def _keep_secret_fresh(self) -> None:
-        """Background: obtain the first secret of the proxy's key (or, keyless, of no key) and
-        replace each one before its use ends. App keys are refreshed by their own requests."""
-        slot, key = self._default, self._proxy_key
-        backoff = self.config.background_retry_seconds
-        while True:
-            try:
-                await self._current_state(slot, key)
-                state = slot.state
-                if state is None:
-                    continue
-                delay = state.refresh_at - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                    continue
-                await asyncio.shield(self._exchange(slot, key))
-                backoff = self.config.background_retry_seconds
-            except UpstreamAuthError:
-                if self.uses_app_keys:
-                    return  # the API wants keys: the apps' requests bring theirs
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 300.0)
-            except UpstreamUnavailable:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 300.0)
-            except Exception:
-                logger.exception("secret refresher failed; trying again in %.0f s", backoff)
-                await asyncio.sleep(backoff)
-
     # -- requests -------------------------------------------------------------------------------
 
     def _control_headers(self, key: ApiKey | None) -> dict[str, str]:
@@ -756,9 +537,10 @@ class UpstreamSession:
         if problem is not None:
             raise ValueError(problem)
         key = self._proxy_key or key
-        slot = self._slot_for(key)
+        secrets = self._secrets
+        slot = secrets.slot_for(key)
         plaintext = orjson.dumps(body)
-        state = await self._current_state(slot, key)
+        state = await secrets.current_state(slot, key)
         secret = state.secret
         request_id = f"proxy_{uuid7()}"
         renewed = reset_retried = False
@@ -793,7 +575,7 @@ class UpstreamSession:
                 renewed = True
                 logger.info("upstream does not know our secret; exchanging a new one")
                 # At once, before any other await: exchanges started from now on are trusted.
-                state = await self._renew_state(slot, key, secret.id, state.exchange_serial)
+                state = await secrets.renew_state(slot, key, secret.id, state.exchange_serial)
                 secret = state.secret
                 continue
             return self._decode(cipher, resp)
