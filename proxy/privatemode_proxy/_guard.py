@@ -1,4 +1,6 @@
-"""Keep web pages out: the proxy adds the user's API key upstream, so a page must not use it.
+"""Keep web pages out, and log each request in one line.
+
+Keep web pages out: the proxy adds the user's API key upstream, so a page must not use it.
 
 A page the user visits can send a "simple" cross-origin request (`Content-Type: text/plain`, no
 CORS preflight) to `http://127.0.0.1:8080`, and with DNS rebinding (its own name resolving to
@@ -17,6 +19,8 @@ application/json'`) send no `Origin` and are unaffected.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -196,3 +200,44 @@ async def _preflight(send: Send, origin: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b""})
+
+
+class RequestLog:
+    """ASGI middleware: one concise `info` line per request (method, path, status, inputs,
+    tokens, milliseconds), from what the handler left in the request's state. Never texts, keys
+    or query strings."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_and_see(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_see)
+        finally:
+            state = scope.get("state") or {}
+            extra = "".join(
+                f" {name}={state[name]}" for name in ("inputs", "tokens") if name in state
+            )
+            _access.info(
+                "%s %s %s%s %.0f ms",
+                scope["method"],
+                _printable(scope["path"])[:100],
+                status or "-",
+                extra,
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+_access = logging.getLogger("privatemode_proxy.requests")

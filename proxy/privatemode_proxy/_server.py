@@ -44,7 +44,7 @@ from privatemode_proxy._batching import (
 from privatemode_proxy._catalogue import CATALOGUE, ModelInfo
 from privatemode_proxy._coalescing import Coalescer, CoalescingConfig, PackAnswer
 from privatemode_proxy._exceptions import UpstreamError
-from privatemode_proxy._guard import BrowserGuard, BrowserPolicy
+from privatemode_proxy._guard import BrowserGuard, BrowserPolicy, RequestLog
 from privatemode_proxy._keymodes import ApiKey
 from privatemode_proxy._memory import MemoryTrimmer
 from privatemode_proxy._pacing import (
@@ -503,6 +503,7 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
     app.state.admission = admission
     app.state.health = service.health
     app.add_middleware(BrowserGuard, policy=config.browser)
+    app.add_middleware(RequestLog)  # outermost: refusals by the guard are logged too
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:
@@ -536,6 +537,7 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
             raw = await admission.read_body(request, slot)
             req = parse_embeddings_request(raw, max_inputs=config.max_client_inputs)
             del raw
+            request.state.inputs = len(req.texts)
             key = session.api_key_for(request.headers.get("authorization"))
             pacing = service.pacing_for(_key_label(key), request.headers)
             if coalescer is not None and coalescer.accepts(len(req.texts)):
@@ -557,6 +559,9 @@ def create_proxy_app(config: ProxyConfig) -> FastAPI:
                     code="rate_limit_exceeded",
                     headers=exc.headers(),
                 ) from None
+            tokens = _prompt_tokens(answer)
+            if tokens is not None:
+                request.state.tokens = tokens
             return Response(answer, media_type=_JSON)
 
     async def upstream_models(request: Request) -> tuple[dict[str, Any] | None, Response]:
@@ -730,6 +735,16 @@ def _key_label(key: ApiKey | None) -> str:
     if key is None:
         return "no key"
     return "proxy key" if key.source == "proxy" else key.id
+
+
+def _prompt_tokens(answer: bytes) -> int | None:
+    """`usage.prompt_tokens` of an answer this proxy built (usage comes after the vectors, so
+    only the tail is read)."""
+    at = answer.rfind(b'"prompt_tokens":')
+    if at < 0:
+        return None
+    digits = answer[at + 16 : at + 40].split(b",")[0].split(b"}")[0].strip()
+    return int(digits) if digits.isdigit() else None
 
 
 def _upstream_models_error(status: int, content: bytes) -> Response:

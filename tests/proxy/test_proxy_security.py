@@ -478,3 +478,31 @@ def test_chromium_gets_an_embedding_from_an_allowed_origin(
     finally:
         proxy.stop()
         pages.close()
+
+
+def test_one_info_line_per_request_without_texts_or_keys(
+    local_stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14 #12: requests are visible at the default log level, concisely."""
+    import logging
+
+    key = "pm-app-key-never-logged-5150"
+    with caplog.at_level(logging.INFO, logger="privatemode_proxy.requests"):
+        resp = httpx.post(
+            local_stack.proxy_url + "/v1/embeddings",
+            json={"model": MODEL, "input": SECRET_TEXTS[:2]},
+            headers={"authorization": f"Bearer {key}"},
+        )
+        assert resp.status_code == 200
+        refused = httpx.post(local_stack.proxy_url + "/v1/embeddings", content=b"{}")
+        assert refused.status_code == 415
+    lines = [r.getMessage() for r in caplog.records if r.name == "privatemode_proxy.requests"]
+    tokens = resp.json()["usage"]["prompt_tokens"]
+    assert any(
+        line.startswith("POST /v1/embeddings 200 inputs=2 ") and f"tokens={tokens} " in line
+        and line.endswith(" ms")
+        for line in lines
+    ), lines
+    assert any(line.startswith("POST /v1/embeddings 415 ") for line in lines), lines
+    logged = "\n".join(lines)
+    assert key not in logged and all(t[:20] not in logged for t in SECRET_TEXTS)
