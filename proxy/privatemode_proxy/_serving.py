@@ -84,11 +84,17 @@ class ConnectionLimits:
     def connections(self) -> int:
         if self.max_connections is not None:
             return self.max_connections
-        return max(64, open_file_limit() - _FD_RESERVE)
+        return max(64, open_file_limit() - _FD_RESERVE - accept_backlog())
 
 
 _FD_RESERVE = 256
 """File descriptors kept for the upstream pool, the log, model and certificate files."""
+
+
+def accept_backlog() -> int:
+    """The listen backlog, which is also how many connections asyncio accepts in one go before
+    any is checked against the connection limit: kept within the descriptors held in reserve."""
+    return min(2048, max(64, open_file_limit() // 8))
 
 
 def open_file_limit() -> int:
@@ -173,7 +179,7 @@ def server_config(
         port=port,
         http=guarded_h11_protocol(limits),
         timeout_keep_alive=limits.keep_alive_seconds,
-        backlog=2048,
+        backlog=accept_backlog(),
         **options,
     )
 
