@@ -355,6 +355,14 @@ class KeyPacer:
             waited = now - head.queued_at
             self.stats.granted += 1
             self.stats.waited_seconds += waited
+            logger.debug(
+                "%s: let through %d tokens after %.3f s; %d requests and %d tokens in the window",
+                self.label,
+                head.tokens,
+                waited,
+                self._ledger_requests,
+                self._ledger_tokens,
+            )
             head.future.set_result(Grant(self, entry, waited))
 
     def _resize(self, entry: _Entry, tokens: int) -> None:
