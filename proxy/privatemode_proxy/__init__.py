@@ -21,7 +21,7 @@ _EXPORTS: dict[str, str] = {
     "ModelInfo": "_catalogue",
     "estimate_tokens": "_catalogue",
     "RateLimits": "_pacing",
-    "ProxyConfig": "_server",
+    "ProxyConfig": "_service",
     "create_proxy_app": "_server",
     "AttestationFailed": "_exceptions",
     "ManifestProvider": "_session",
@@ -50,7 +50,8 @@ if TYPE_CHECKING:
         UpstreamUnavailable,
     )
     from privatemode_proxy._pacing import RateLimits
-    from privatemode_proxy._server import ProxyConfig, create_proxy_app
+    from privatemode_proxy._server import create_proxy_app
+    from privatemode_proxy._service import ProxyConfig
     from privatemode_proxy._session import (
         ManifestProvider,
         SessionConfig,

@@ -25,7 +25,8 @@ from privatemode_proxy._batching import BatchLimits
 from privatemode_proxy._coalescing import coalescing_for
 from privatemode_proxy._guard import BrowserPolicy
 from privatemode_proxy._pacing import rate_limits_for
-from privatemode_proxy._server import DEFAULT_MAX_CLIENT_INPUTS, ProxyConfig, create_proxy_app
+from privatemode_proxy._server import create_proxy_app
+from privatemode_proxy._service import DEFAULT_MAX_CLIENT_INPUTS, ProxyConfig
 from privatemode_proxy._serving import (
     ConnectionLimits,
     PortInUseError,

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from privatemode_proxy._batching import BatchLimits
-from privatemode_proxy._server import ProxyConfig, create_proxy_app
+from privatemode_proxy._server import create_proxy_app
+from privatemode_proxy._service import ProxyConfig
 from privatemode_proxy._serving import ServerThread
 from privatemode_proxy._session import SessionConfig, pinned_manifest
 

@@ -31,8 +31,9 @@ from privatemode_proxy._cli import (
     build_parser,
     read_api_key,
 )
-from privatemode_proxy._server import ApiError, EmbeddingsService, parse_embeddings_request
+from privatemode_proxy._service import EmbeddingsService, parse_embeddings_request
 from privatemode_proxy.openai import (
+    ApiError,
     VectorFormatError,
     decode_embeddings,
     encode_embeddings,

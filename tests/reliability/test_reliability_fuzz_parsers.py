@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from privatemode_proxy._server import ApiError, parse_embeddings_request
+from privatemode_proxy._service import parse_embeddings_request
 from privatemode_proxy.attestation import (
     AttestationError,
     AttestationResponse,
@@ -42,7 +42,7 @@ from privatemode_proxy.attestation._x509 import (
     pem_encode,
 )
 from privatemode_proxy.local import LocalBackend
-from privatemode_proxy.openai import VectorFormatError, decode_embeddings
+from privatemode_proxy.openai import ApiError, VectorFormatError, decode_embeddings
 from privatemode_proxy.protocol import (
     ClientSecretExchange,
     FieldCipherError,
