@@ -7,6 +7,7 @@ an arrow fails here rather than in a review.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +119,25 @@ def test_upstream_errors_are_openai_errors() -> None:
         "attestation_failed",
     )
     assert error.body()["error"]["message"] == "the report's measurement is not in the manifest"
+
+
+def documented_modules() -> set[str]:
+    """The modules docs/internals.md lists: `- `_name.py` — ...` (or `; `_other.py` — ...`)
+    under a `## `package`` heading."""
+    package = None
+    listed: set[str] = set()
+    for line in (ROOT / "docs" / "internals.md").read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"## `([\w.]+)`", line)
+        if heading:
+            package = heading[1]
+        elif package is not None and line.startswith("- "):
+            for module in re.findall(r"`(_\w+)\.py` —", line):
+                listed.add(f"{package}.{module}")
+    return listed
+
+
+def test_internals_md_lists_every_module() -> None:
+    on_disk = {name for name, path in modules() if path.name != "__init__.py"}
+    listed = documented_modules()
+    assert sorted(on_disk - listed) == [], "modules missing from docs/internals.md"
+    assert sorted(listed - on_disk) == [], "docs/internals.md lists modules that do not exist"

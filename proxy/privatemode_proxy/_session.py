@@ -1,9 +1,10 @@
-"""The upstream session: attestation, the secrets and their lifetime, and the protocol's retries.
+"""The upstream session's HTTP calls: attestation, secret exchange, inference, with the retries.
 
 One `UpstreamSession` per proxy. It attests the Privatemode API (or the local backend), checks
 the manifest, takes the mesh CA, and exchanges secrets over HPKE: one secret per API key (the
 proxy's `--apiKey`, or each app's own key when the proxy has none; see `_keymodes`), kept fresh so
-that requests never wait for an exchange unless their key has no usable secret at all. The
+that requests never wait for an exchange unless their key has no usable secret at all (that
+lifecycle is `_secrets.SecretKeeper`'s; this module makes the calls it needs). The
 attested mesh CA is shared by all keys; an attestation or exchange uses the key of the request
 that needs it. No request body leaves before a verified secret exists. Protocol notes §1-§5.
 """
