@@ -58,7 +58,9 @@ def test_ctrl_c_during_local_embedding_logs_no_engine_errors(
         assert process.stdout.readline().strip() == "ready"
         time.sleep(1.5)  # let requests reach the engine (not a timing assertion)
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=120)
+        # Generous: on a loaded 2-core machine the stack's stop can take long (how fast Ctrl-C
+        # ends the process is the hardening issue's; this test is about what it prints).
+        _, err = process.communicate(timeout=300)
     finally:
         if process.poll() is None:
             process.kill()
