@@ -234,6 +234,8 @@ class SecretKeeper:
                 logger.error("upstream not usable: %s", exc)
             else:
                 logger.warning("upstream not usable with app key %s: %s", slot.name, exc)
+                if slot.refused and self.app_slots.get(slot.name) is slot:
+                    del self.app_slots[slot.name]  # a refused key holds no memory
 
     async def _obtain_state(
         self, slot: SecretSlot, serial: int, key: ApiKey | None

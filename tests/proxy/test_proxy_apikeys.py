@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,7 @@ import pytest
 from _proxyhelpers import MODEL, start_proxy, wait_upstream
 from privatemode_proxy import LocalStack, SessionConfig
 from privatemode_proxy._keymodes import ApiKey, bearer_token
-from privatemode_proxy._session import refused_api_key
+from privatemode_proxy._session import UpstreamSession, refused_api_key
 from privatemode_proxy.local import LocalBackend
 
 from privatemode_integrations import AuthenticationError, PrivatemodeEmbeddings
@@ -248,3 +249,35 @@ def test_cli_with_a_refused_api_key_stops_with_one_line(
     assert "Traceback" not in run.stderr + run.stdout
     assert WRONG not in run.stderr + run.stdout
     assert keyed_backend.request_log.count(EMBEDDINGS) == 0
+
+
+def test_app_key_slots_are_bounded_and_refused_keys_forgotten(
+    keyed_backend: LocalBackend,
+) -> None:
+    """Many keys (or a stream of wrong ones) cost bounded memory in a keyless proxy."""
+    config = SessionConfig(
+        api_url=keyed_backend.url,
+        trusted_roots=(),
+        manifest=_no_manifest,
+        max_api_keys=2,
+    )
+    session = UpstreamSession(config)
+    keys = [session.api_key_for(f"Bearer app-key-{i}") for i in range(5)]
+    slots = [session._secrets.slot_for(k) for k in keys]
+    assert len(session._secrets.app_slots) == 2  # the least recently used were forgotten
+    assert session._secrets.slot_for(keys[4]) is slots[4]
+    assert session._secrets.slot_for(None) is session._secrets.default
+    with_proxy_key = UpstreamSession(replace(config, api_key=KEY_A))
+    assert with_proxy_key.api_key_for(f"Bearer {KEY_B}") == ApiKey(KEY_A, "proxy")
+    assert with_proxy_key._secrets.slot_for(ApiKey(KEY_B, "app")) is with_proxy_key._secrets.default
+
+    proxy = start_proxy(keyed_backend)
+    try:
+        wait_upstream_settled(proxy.url)
+        for i in range(5):
+            assert _embed(proxy.url, f"wrong-{i}").status_code == 401
+        assert _status(proxy.url)["app_keys_with_secret"] == 0
+        running = proxy._server.config.app.state.session
+        assert running._secrets.app_slots == {}
+    finally:
+        proxy.stop()
