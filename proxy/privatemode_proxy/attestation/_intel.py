@@ -14,18 +14,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import logging
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote
 
-import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -33,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ._errors import AttestationError, EvidenceError
-from ._kds import CertificateFetchError, CertificateUnavailableError, write_atomically
+from ._kds import CachedCollateralFetcher, CertificateUnavailableError, write_atomically
 from ._x509 import (
     certificate_public_key,
     load_certificate,
@@ -54,8 +51,6 @@ __all__ = [
     "intel_roots",
     "parse_intel_root",
 ]
-
-logger = logging.getLogger(__name__)
 
 PCS_BASE_URL = "https://api.trustedservices.intel.com"
 INTEL_ROOT_CN = "Intel SGX Root CA"
@@ -220,35 +215,16 @@ def write_collateral(directory: Path, collateral: TdxCollateral) -> None:
 _CA_RE = re.compile(r"^(platform|processor)$")
 
 
-class PcsCollateralCache:
+class PcsCollateralCache(CachedCollateralFetcher):
     """Intel PCS (`https://api.trustedservices.intel.com`) with an on-disk cache under
     ``<workspace>/pcs/<fmspc>-<ca>/``, refreshed once a piece's nextUpdate has passed.
 
     Synchronous (the verifier runs off the event loop). Fetched content is parsed before it is
-    cached; a rate-limited or failing PCS is retried a few times.
+    cached; a rate-limited or failing PCS is retried a few times (`CachedCollateralFetcher`).
     """
 
-    def __init__(
-        self,
-        workspace: Path | str,
-        *,
-        base_url: str = PCS_BASE_URL,
-        client: httpx.Client | None = None,
-        timeout: float = 30.0,
-        attempts: int = 3,
-        retry_delay: float = 2.0,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.directory = Path(workspace) / "pcs"
-        self._base_url = base_url.rstrip("/")
-        self._client = client
-        self._timeout = timeout
-        self._attempts = max(1, attempts)
-        self._retry_delay = retry_delay
-        self._clock = clock or (lambda: datetime.now(UTC))
-
-    def __repr__(self) -> str:
-        return f"PcsCollateralCache({str(self.directory)!r}, base_url={self._base_url!r})"
+    _subdirectory = "pcs"
+    _default_base_url = PCS_BASE_URL
 
     def tdx_collateral(self, fmspc: bytes, ca: str, evaluation_data_number: int) -> TdxCollateral:
         if len(fmspc) != 6 or not _CA_RE.match(ca):
@@ -309,38 +285,16 @@ class PcsCollateralCache:
         return TdxCollateral(tcb_info, tcb_chain, qe, qe_chain, pck_crl, crl_chain, root_crl)
 
     def _fetch(self, url: str, what: str, chain_header: str | None) -> tuple[bytes, bytes]:
-        client = self._client or httpx.Client(timeout=self._timeout)
-        try:
-            last_problem = ""
-            transient = True
-            for attempt in range(self._attempts):
-                if attempt:
-                    time.sleep(self._retry_delay * attempt)
-                try:
-                    response = client.get(url, timeout=self._timeout)
-                except httpx.HTTPError as exc:
-                    last_problem = f"{type(exc).__name__}: {exc}"
-                    continue
-                if response.status_code == 200:
-                    chain = b""
-                    if chain_header is not None:
-                        header = response.headers.get(chain_header)
-                        if not header:
-                            raise CertificateUnavailableError(
-                                f"Intel PCS answered {what} without the {chain_header} header"
-                            )
-                        chain = unquote(header).encode("utf-8")
-                    logger.info("fetched %s from %s", what, url)
-                    return response.content, chain
-                last_problem = f"HTTP {response.status_code}"
-                if response.status_code not in (429, 500, 502, 503, 504):
-                    transient = False
-                    break
-            error = CertificateFetchError if transient else CertificateUnavailableError
-            raise error(f"could not fetch {what} from {url}: {last_problem}")
-        finally:
-            if self._client is None:
-                client.close()
+        """The body, and the issuer chain PCS sends URL-quoted in `chain_header` (if any)."""
+        response = self._get(url, what)
+        if chain_header is None:
+            return response.content, b""
+        header = response.headers.get(chain_header)
+        if not header:
+            raise CertificateUnavailableError(
+                f"Intel PCS answered {what} without the {chain_header} header"
+            )
+        return response.content, unquote(header).encode("utf-8")
 
 
 def _root_crl_url(issuer_chain: bytes) -> str:

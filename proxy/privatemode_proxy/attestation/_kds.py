@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import httpx
 
@@ -33,8 +33,6 @@ __all__ = [
     "KdsCertificateCache",
     "StaticCertificateSource",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 class CertificateUnavailableError(Exception):
@@ -115,26 +113,31 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-class KdsCertificateCache:
-    """AMD KDS (`https://kdsintf.amd.com`) with an on-disk cache under ``<workspace>/kds``.
+class CachedCollateralFetcher:
+    """What the AMD KDS and Intel PCS caches share: a directory of their own under the
+    workspace, and a synchronous GET retried while its failure may pass.
 
-    Synchronous (the verifier runs off the event loop). Fetched content is parsed before it is
-    cached, so garbage never lands on disk; a rate-limited or failing KDS is retried a few times.
+    A connection error, a timeout, HTTP 429 or 5xx is retried (``attempts`` in all, waiting
+    ``retry_delay`` times the attempt number between them) and, if it persists, raised as
+    `CertificateFetchError`; any other status is final (`CertificateUnavailableError`).
     """
+
+    _subdirectory: ClassVar[str]
+    _default_base_url: ClassVar[str]
 
     def __init__(
         self,
         workspace: Path | str,
         *,
-        base_url: str = KDS_BASE_URL,
+        base_url: str | None = None,
         client: httpx.Client | None = None,
         timeout: float = 30.0,
         attempts: int = 3,
         retry_delay: float = 2.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.directory = Path(workspace) / "kds"
-        self._base_url = base_url.rstrip("/")
+        self.directory = Path(workspace) / self._subdirectory
+        self._base_url = (self._default_base_url if base_url is None else base_url).rstrip("/")
         self._client = client
         self._timeout = timeout
         self._attempts = max(1, attempts)
@@ -142,7 +145,47 @@ class KdsCertificateCache:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def __repr__(self) -> str:
-        return f"KdsCertificateCache({str(self.directory)!r}, base_url={self._base_url!r})"
+        return f"{type(self).__name__}({str(self.directory)!r}, base_url={self._base_url!r})"
+
+    def _get(self, url: str, what: str) -> httpx.Response:
+        """The HTTP 200 answer to a GET of `url` (`what` names it in the log and errors)."""
+        client = self._client or httpx.Client(timeout=self._timeout)
+        try:
+            last_problem = ""
+            transient = True
+            for attempt in range(self._attempts):
+                if attempt:
+                    time.sleep(self._retry_delay * attempt)
+                try:
+                    response = client.get(url, timeout=self._timeout)
+                except httpx.HTTPError as exc:
+                    last_problem = f"{type(exc).__name__}: {exc}"
+                    continue
+                if response.status_code == 200:
+                    # Logged under the subclass's module, as each cache did on its own.
+                    logging.getLogger(type(self).__module__).info("fetched %s from %s", what, url)
+                    return response
+                last_problem = f"HTTP {response.status_code}"
+                if response.status_code not in (429, 500, 502, 503, 504):
+                    transient = False
+                    break
+            error = CertificateFetchError if transient else CertificateUnavailableError
+            raise error(f"could not fetch {what} from {url}: {last_problem}")
+        finally:
+            if self._client is None:
+                client.close()
+
+
+class KdsCertificateCache(CachedCollateralFetcher):
+    """AMD KDS (`https://kdsintf.amd.com`) with an on-disk cache under ``<workspace>/kds``.
+
+    Synchronous (the verifier runs off the event loop). Fetched content is parsed before it is
+    cached, so garbage never lands on disk; a rate-limited or failing KDS is retried a few times
+    (`CachedCollateralFetcher`).
+    """
+
+    _subdirectory = "kds"
+    _default_base_url = KDS_BASE_URL
 
     # -- CertificateSource ----------------------------------------------------------------------
 
@@ -161,7 +204,7 @@ class KdsCertificateCache:
         cached = self._read(path)
         if cached is not None:
             return cached
-        data = self._fetch(url, "VCEK")
+        data = self._get(url, "VCEK").content
         try:
             load_certificate(data)
         except EvidenceError as exc:
@@ -181,7 +224,7 @@ class KdsCertificateCache:
             if next_update is not None and self._clock() < next_update:
                 return cached
         url = kds_crl_url(line, base_url=self._base_url)
-        data = self._fetch(url, "CRL")
+        data = self._get(url, "CRL").content
         try:
             load_crl(data)
         except EvidenceError as exc:
@@ -197,29 +240,3 @@ class KdsCertificateCache:
             return path.read_bytes()
         except OSError:
             return None
-
-    def _fetch(self, url: str, what: str) -> bytes:
-        client = self._client or httpx.Client(timeout=self._timeout)
-        try:
-            last_problem = ""
-            transient = True
-            for attempt in range(self._attempts):
-                if attempt:
-                    time.sleep(self._retry_delay * attempt)
-                try:
-                    response = client.get(url, timeout=self._timeout)
-                except httpx.HTTPError as exc:
-                    last_problem = f"{type(exc).__name__}: {exc}"
-                    continue
-                if response.status_code == 200:
-                    logger.info("fetched %s from %s", what, url)
-                    return response.content
-                last_problem = f"HTTP {response.status_code}"
-                if response.status_code not in (429, 500, 502, 503, 504):
-                    transient = False
-                    break
-            error = CertificateFetchError if transient else CertificateUnavailableError
-            raise error(f"could not fetch {what} from {url}: {last_problem}")
-        finally:
-            if self._client is None:
-                client.close()
