@@ -48,7 +48,15 @@ from ._snp import (
     TcbParts,
     cpuid_fms,
 )
-from ._validator import Checks, Stop, TeeVerification, describe, iso, now_utc
+from ._validator import (
+    Checks,
+    Stop,
+    TeeVerification,
+    describe,
+    first_passing_reference,
+    iso,
+    now_utc,
+)
 from ._x509 import (
     certificate_der,
     certificate_public_key,
@@ -92,37 +100,27 @@ class SnpValidator:
         expected_report_data: bytes,
         now: datetime,
     ) -> tuple[TeeVerification | None, list[CheckFailure]]:
-        if not manifest.snp:
-            return None, []
-        failures: list[CheckFailure] = []
-        attestation: SnpAttestation | None = None
-        decode_error = ""
-        try:
-            attestation = SnpAttestation.from_proto(raw_attestation_doc)
-        except EvidenceError as exc:
-            decode_error = str(exc)
-        for index, rv in enumerate(manifest.snp):
-            checks = Checks(reference_value_label(index, rv))
-            if attestation is None:
-                checks.fail("EVIDENCE", f"cannot decode the SEV-SNP evidence: {decode_error}")
-                failures.extend(checks.failures)
-                continue
-            try:
-                verification: SnpVerification | None = _validate_snp(
-                    attestation,
-                    rv,
-                    checks,
-                    expected_report_data,
-                    self.trusted_roots,
-                    now,
-                    self.certificates,
-                )
-            except Stop:
-                verification = None
-            if verification is not None and not checks.failures:
-                return _summary(verification, checks.reference or ""), []
-            failures.extend(checks.failures)
-        return None, failures
+        def check(
+            attestation: SnpAttestation, rv: SnpReferenceValues, checks: Checks
+        ) -> SnpVerification:
+            return _validate_snp(
+                attestation,
+                rv,
+                checks,
+                expected_report_data,
+                self.trusted_roots,
+                now,
+                self.certificates,
+            )
+
+        return first_passing_reference(
+            "SEV-SNP",
+            manifest.snp,
+            reference_value_label,
+            lambda: SnpAttestation.from_proto(raw_attestation_doc),
+            check,
+            _summary,
+        )
 
 
 def _summary(verification: SnpVerification, reference: str) -> TeeVerification:

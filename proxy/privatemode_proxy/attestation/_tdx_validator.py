@@ -29,7 +29,7 @@ from ._tdx_verify import (
     pck_collateral_key,
     verify_tdx_quote,
 )
-from ._validator import Checks, TeeVerification
+from ._validator import Checks, TeeVerification, first_passing_reference
 
 __all__ = [
     "TdxValidateOptions",
@@ -211,28 +211,22 @@ class TdxValidator:
         expected_report_data: bytes,
         now: datetime,
     ) -> tuple[TeeVerification | None, list[CheckFailure]]:
-        if not manifest.tdx:
-            return None, []
-        failures: list[CheckFailure] = []
-        quote: TdxQuote | None = None
-        decode_error = ""
-        try:
-            quote = TdxQuote.from_proto(raw_attestation_doc)
-        except EvidenceError as exc:
-            decode_error = str(exc)
-        for index, rv in enumerate(manifest.tdx):
-            checks = Checks(f"tdx[{index}]")
-            if quote is None:
-                checks.fail("EVIDENCE", f"cannot decode the TDX evidence: {decode_error}")
-                failures.extend(checks.failures)
-                continue
+        def check(
+            quote: TdxQuote, rv: TdxReferenceValues, checks: Checks
+        ) -> TdxQuoteVerification | None:
             verification = self._verify(quote, rv, checks, now)
             if verification is not None:
                 validate_against_reference(verification, rv, expected_report_data, checks)
-                if not checks.failures:
-                    return _summary(verification, checks.reference or ""), []
-            failures.extend(checks.failures)
-        return None, failures
+            return verification
+
+        return first_passing_reference(
+            "TDX",
+            manifest.tdx,
+            lambda index, rv: f"tdx[{index}]",
+            lambda: TdxQuote.from_proto(raw_attestation_doc),
+            check,
+            _summary,
+        )
 
     def _verify(
         self, quote: TdxQuote, rv: TdxReferenceValues, checks: Checks, now: datetime

@@ -9,19 +9,33 @@ differs from the response's is skipped, as Contrast drops "OID not supported".
 
 `Checks` records failures while one reference value is tried; raising `Stop` (from
 `Checks.stop`) ends that reference value when later checks would be meaningless.
+`first_passing_reference` is the loop both validators run over their reference values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from ._errors import CheckFailure
+from ._errors import CheckFailure, EvidenceError
 from ._manifest import Manifest
 
-__all__ = ["Checks", "Stop", "TeeValidator", "TeeVerification", "describe", "iso", "now_utc"]
+__all__ = [
+    "Checks",
+    "Stop",
+    "TeeValidator",
+    "TeeVerification",
+    "describe",
+    "first_passing_reference",
+    "iso",
+    "now_utc",
+]
+
+_Evidence = TypeVar("_Evidence")
+_Reference = TypeVar("_Reference")
+_Verified = TypeVar("_Verified")
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,48 @@ class Checks:
     def stop(self, check: str, message: str, *, transient: bool = False) -> Stop:
         self.fail(check, message, transient=transient)
         return Stop()
+
+
+def first_passing_reference(
+    tee: str,
+    references: Sequence[_Reference],
+    label: Callable[[int, _Reference], str],
+    decode: Callable[[], _Evidence],
+    check: Callable[[_Evidence, _Reference, Checks], _Verified | None],
+    summarize: Callable[[_Verified, str], TeeVerification],
+) -> tuple[TeeVerification | None, list[CheckFailure]]:
+    """`TeeValidator.validate` over one TEE's reference values, in order.
+
+    `decode` parses the evidence once (an `EvidenceError` fails every reference value as
+    ``EVIDENCE``); `check` verifies it against one reference value, recording failures in its
+    `Checks` (labelled by `label`) and raising `Stop` or returning None to end that value early.
+    The first reference value whose check returns a verification and records no failure wins,
+    summarized with its label; else (None, the failures of them all). No reference values:
+    (None, []).
+    """
+    if not references:
+        return None, []
+    failures: list[CheckFailure] = []
+    evidence: _Evidence | None = None
+    decode_error = ""
+    try:
+        evidence = decode()
+    except EvidenceError as exc:
+        decode_error = str(exc)
+    for index, reference in enumerate(references):
+        reference_label = label(index, reference)
+        checks = Checks(reference_label)
+        if evidence is None:
+            checks.fail("EVIDENCE", f"cannot decode the {tee} evidence: {decode_error}")
+        else:
+            try:
+                verification = check(evidence, reference, checks)
+            except Stop:
+                verification = None
+            if verification is not None and not checks.failures:
+                return summarize(verification, reference_label), []
+        failures.extend(checks.failures)
+    return None, failures
 
 
 def describe(failures: Sequence[CheckFailure]) -> str:
