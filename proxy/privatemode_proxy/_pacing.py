@@ -104,7 +104,7 @@ def rate_limits_for(
     standard tier for the real service and none for the local backend or another endpoint."""
     from urllib.parse import urlsplit
 
-    window = window_seconds if window_seconds is not None else STANDARD_TIER_WINDOW_SECONDS
+    window = float(window_seconds) if window_seconds is not None else STANDARD_TIER_WINDOW_SECONDS
     if requests is None and tokens is None:
         if (urlsplit(api_url).hostname or "").lower() not in REAL_SERVICE_HOSTS:
             return None
