@@ -30,18 +30,8 @@ from privatemode_proxy.attestation import (
 )
 from privatemode_proxy.attestation._amd import (
     AMD_PSS_PADDING,
-    OID_BL_SPL,
     OID_CSP_ID,
     OID_HWID,
-    OID_PRODUCT_NAME,
-    OID_SNP_SPL,
-    OID_SPL4,
-    OID_SPL5,
-    OID_SPL6,
-    OID_SPL7,
-    OID_STRUCT_VERSION,
-    OID_TEE_SPL,
-    OID_UCODE_SPL,
     amd_name,
 )
 from privatemode_proxy.attestation._contrast import (
@@ -52,7 +42,7 @@ from privatemode_proxy.attestation._contrast import (
 )
 from privatemode_proxy.attestation._roots import TrustedRoot
 from privatemode_proxy.attestation._snp import CRL_EXTRA_KEY
-from privatemode_proxy.local._issuer import LocalIdentity
+from privatemode_proxy.local._issuer import LocalIdentity, vcek_certificate_builder
 
 GENOA = "snp[0] (Genoa)"
 
@@ -66,10 +56,6 @@ def _der_len(n: int) -> bytes:
 
 def _tlv(tag: int, content: bytes) -> bytes:
     return bytes([tag]) + _der_len(len(content)) + content
-
-
-def _int(value: int) -> bytes:
-    return _tlv(0x02, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big"))
 
 
 def _ia5(text: str) -> bytes:
@@ -86,36 +72,20 @@ def _vcek(
     issuer: x509.Name | None = None,
     sign: tuple[Any, Any] | None = None,
 ) -> bytes:
-    """A VCEK like the identity's, with one thing changed; DER."""
-    tcb: TcbParts = identity.tcb
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(amd_name("SEV-VCEK"))
-        .issuer_name(issuer or keys.ask.subject)
-        .public_key(public_key or keys.vcek_key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
+    """A VCEK like the identity's (the issuer's own builder), with one thing changed; DER."""
+    builder = vcek_certificate_builder(
+        issuer or keys.ask.subject,
+        public_key or keys.vcek_key.public_key(),
+        tcb=identity.tcb,
+        now=datetime.now(UTC),
+        lifetime=timedelta(days=30),
     )
-    values = [
-        (OID_STRUCT_VERSION, _int(0)),
-        (OID_PRODUCT_NAME, _ia5("Genoa")),
-        (OID_BL_SPL, _int(tcb.bl)),
-        (OID_TEE_SPL, _int(tcb.tee)),
-        (OID_SPL4, _int(tcb.spl4)),
-        (OID_SPL5, _int(tcb.spl5)),
-        (OID_SPL6, _int(tcb.spl6)),
-        (OID_SPL7, _int(tcb.spl7)),
-        (OID_SNP_SPL, _int(tcb.snp)),
-        (OID_UCODE_SPL, _int(tcb.ucode)),
-    ]
     if hwid is not None:
-        values.append((OID_HWID, hwid))
+        builder = builder.add_extension(x509.UnrecognizedExtension(OID_HWID, hwid), critical=False)
     if csp_id is not None:
-        values.append((OID_CSP_ID, _ia5(csp_id)))
-    for oid, value in values:
-        builder = builder.add_extension(x509.UnrecognizedExtension(oid, value), critical=False)
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(OID_CSP_ID, _ia5(csp_id)), critical=False
+        )
     digest, rsa_padding = sign or (hashes.SHA384(), AMD_PSS_PADDING)
     cert = builder.sign(keys.ask_key, digest, rsa_padding=rsa_padding)
     return cert.public_bytes(serialization.Encoding.DER)

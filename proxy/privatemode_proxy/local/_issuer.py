@@ -102,7 +102,13 @@ from privatemode_proxy.attestation._x509 import (
 )
 from privatemode_proxy.local._tdx_issuer import LocalTdxIdentity
 
-__all__ = ["LOCAL_TCB", "LocalIdentity", "compute_measurement", "make_vcek_certificate"]
+__all__ = [
+    "LOCAL_TCB",
+    "LocalIdentity",
+    "compute_measurement",
+    "make_vcek_certificate",
+    "vcek_certificate_builder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -260,22 +266,21 @@ def _simple_name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_vcek_certificate(
-    ask_key: rsa.RSAPrivateKey,
-    ask: x509.Certificate,
+def vcek_certificate_builder(
+    issuer: x509.Name,
     public_key: ec.EllipticCurvePublicKey,
     *,
-    chip_id: bytes,
     tcb: TcbParts,
     now: datetime,
     product_name: str = GENOA,
     lifetime: timedelta = _VCEK_LIFETIME,
-) -> x509.Certificate:
-    """A VCEK in AMD's form (subject, KDS extensions, RSA-PSS by the ASK), serial number 1."""
+) -> x509.CertificateBuilder:
+    """A VCEK in AMD's form up to its chip's HWID and the ASK's signature: subject, validity,
+    serial number 1, and the KDS extensions of the product and TCB."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(amd_name("SEV-VCEK"))
-        .issuer_name(ask.subject)
+        .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(1)  # AMD uses 0, which cryptography refuses to create
         .not_valid_before(now - timedelta(days=1))
@@ -292,9 +297,28 @@ def make_vcek_certificate(
         (OID_SPL7, _der_integer(tcb.spl7)),
         (OID_SNP_SPL, _der_integer(tcb.snp)),
         (OID_UCODE_SPL, _der_integer(tcb.ucode)),
-        (OID_HWID, chip_id),  # raw bytes, no DER tag, as AMD's KDS does
     ):
         builder = builder.add_extension(_kds_extension(oid, value), critical=False)
+    return builder
+
+
+def make_vcek_certificate(
+    ask_key: rsa.RSAPrivateKey,
+    ask: x509.Certificate,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    chip_id: bytes,
+    tcb: TcbParts,
+    now: datetime,
+    product_name: str = GENOA,
+    lifetime: timedelta = _VCEK_LIFETIME,
+) -> x509.Certificate:
+    """A VCEK in AMD's form (subject, KDS extensions, RSA-PSS by the ASK), serial number 1."""
+    builder = vcek_certificate_builder(
+        ask.subject, public_key, tcb=tcb, now=now, product_name=product_name, lifetime=lifetime
+    )
+    # The HWID last, raw bytes with no DER tag, as AMD's KDS does.
+    builder = builder.add_extension(_kds_extension(OID_HWID, chip_id), critical=False)
     return builder.sign(ask_key, hashes.SHA384(), rsa_padding=AMD_PSS_PADDING)
 
 
