@@ -216,6 +216,15 @@ def test_help_documents_every_flag() -> None:
         "--maxInputsPerRequest",
         "--maxTokensPerRequest",
         "--maxConcurrentSubrequests",
+        "--allowedHosts",
+        "--allowedOrigins",
+        "--maxClientInputs",
+        "--maxActiveRequests",
+        "--maxQueuedRequests",
+        "--headerTimeout",
+        "--bodyTimeout",
+        "--maxConnections",
+        "--upstreamTimeout",
         "local-backend",
     ):
         assert flag in text, flag
