@@ -59,6 +59,7 @@ def serve_in_workers(workers: int, serve: Callable[[int], None]) -> int:
     """
     children: dict[int, int] = {}  # pid -> worker number
     stopping = False
+    supervisor = os.getpid()
 
     def start(number: int) -> None:
         pid = os.fork()
@@ -80,6 +81,8 @@ def serve_in_workers(workers: int, serve: Callable[[int], None]) -> int:
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
+        if os.getpid() != supervisor:  # a worker between fork and its own handlers: not ours
+            raise KeyboardInterrupt
         stopping = True
         for pid in list(children):
             try:
