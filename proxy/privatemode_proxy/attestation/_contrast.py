@@ -26,6 +26,7 @@ from ._gojson import (
     go_b64e,
     go_dumps,
     go_int,
+    go_items,
     go_list,
     go_loads,
     go_object,
@@ -63,14 +64,8 @@ class AttestationResponse:
             version=go_string(obj.get("version"), "version"),
             raw_attestation_doc=go_b64(obj.get("raw_attestation_doc"), "raw_attestation_doc"),
             attestation_type=tuple(oid),
-            manifests=tuple(
-                go_b64(m, f"manifests[{i}]")
-                for i, m in enumerate(go_list(obj.get("manifests"), "manifests"))
-            ),
-            policies=tuple(
-                go_b64(p, f"policies[{i}]")
-                for i, p in enumerate(go_list(obj.get("policies"), "policies"))
-            ),
+            manifests=go_items(obj.get("manifests"), "manifests", go_b64),
+            policies=go_items(obj.get("policies"), "policies", go_b64),
             root_ca=go_b64(obj.get("root_ca"), "root_ca"),
             mesh_ca=go_b64(obj.get("mesh_ca"), "mesh_ca"),
         )

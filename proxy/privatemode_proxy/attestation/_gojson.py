@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ._errors import EvidenceError
+
+_Item = TypeVar("_Item")
 
 
 class GoObject:
@@ -99,6 +102,11 @@ def go_list(value: Any, what: str) -> list[Any]:
     if not isinstance(value, list):
         raise EvidenceError(f"{what} must be a JSON array")
     return value
+
+
+def go_items(value: Any, what: str, decode: Callable[[Any, str], _Item]) -> tuple[_Item, ...]:
+    """A JSON array decoded element by element, each named ``what[i]`` in errors."""
+    return tuple(decode(v, f"{what}[{i}]") for i, v in enumerate(go_list(value, what)))
 
 
 def go_b64e(data: bytes) -> str:

@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ._errors import EvidenceError, ManifestError
 from ._gojson import (
+    GoObject,
     go_bool,
     go_dumps,
     go_int,
-    go_list,
+    go_items,
     go_loads,
     go_object,
     go_string,
@@ -143,12 +144,18 @@ def _svn(value: Any, what: str) -> int | None:
     return int(value)
 
 
+def _json_flags(
+    obj: GoObject, flags: tuple[tuple[str, int, str], ...], what: str
+) -> dict[str, bool]:
+    """The flag attributes of `GuestPolicy` / `PlatformInfo` from their manifest JSON names."""
+    return {
+        name: go_bool(obj.get(json_name), f"{what}.{json_name}") for name, _, json_name in flags
+    }
+
+
 def _guest_policy(value: Any, what: str) -> GuestPolicy:
     obj = go_object(value, what)
-    flags = {
-        name: go_bool(obj.get(json_name), f"{what}.{json_name}")
-        for name, _, json_name in GuestPolicy._FLAGS
-    }
+    flags = _json_flags(obj, GuestPolicy._FLAGS, what)  # first, as before: same first error
     return GuestPolicy(
         abi_minor=go_uint(obj.get("ABIMinor"), 8, f"{what}.ABIMinor"),
         abi_major=go_uint(obj.get("ABIMajor"), 8, f"{what}.ABIMajor"),
@@ -157,17 +164,11 @@ def _guest_policy(value: Any, what: str) -> GuestPolicy:
 
 
 def _platform_info(value: Any, what: str) -> PlatformInfo:
-    obj = go_object(value, what)
-    return PlatformInfo(
-        **{
-            name: go_bool(obj.get(json_name), f"{what}.{json_name}")
-            for name, _, json_name in PlatformInfo._FLAGS
-        }
-    )
+    return PlatformInfo(**_json_flags(go_object(value, what), PlatformInfo._FLAGS, what))
 
 
 def _strings(value: Any, what: str) -> tuple[str, ...]:
-    return tuple(go_string(v, f"{what}[{i}]") for i, v in enumerate(go_list(value, what)))
+    return go_items(value, what, go_string)
 
 
 def _snp_reference_values(value: Any, what: str) -> SnpReferenceValues:
@@ -247,14 +248,8 @@ class Manifest:
                     role=go_string(entry.get("Role"), f"Policies[{key}].Role"),
                 )
             refs = go_object(obj.get("ReferenceValues"), "ReferenceValues")
-            snp = tuple(
-                _snp_reference_values(v, f"snp[{i}]")
-                for i, v in enumerate(go_list(refs.get("snp"), "snp"))
-            )
-            tdx = tuple(
-                _tdx_reference_values(v, f"tdx[{i}]")
-                for i, v in enumerate(go_list(refs.get("tdx"), "tdx"))
-            )
+            snp = go_items(refs.get("snp"), "snp", _snp_reference_values)
+            tdx = go_items(refs.get("tdx"), "tdx", _tdx_reference_values)
             return cls(
                 policies=policies,
                 snp=snp,

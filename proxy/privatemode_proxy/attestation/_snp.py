@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from ._errors import EvidenceError
 from ._protobuf import enc_bytes, enc_uint, expect_bytes, expect_int, proto_fields
@@ -103,8 +103,28 @@ class TcbParts:
         return text
 
 
+class _FlagBits:
+    """Booleans that are bits of one word: `_FLAGS` rows are (attribute, bit, JSON name)."""
+
+    _FLAGS: ClassVar[tuple[tuple[str, int, str], ...]]
+
+    @classmethod
+    def _flags_of(cls, value: int) -> dict[str, bool]:
+        return {name: bool(value >> bit & 1) for name, bit, _ in cls._FLAGS}
+
+    def _flag_bits(self) -> int:
+        value = 0
+        for name, bit, _ in self._FLAGS:
+            if getattr(self, name):
+                value |= 1 << bit
+        return value
+
+    def _flags_json(self) -> dict[str, Any]:
+        return {json_name: getattr(self, name) for name, _, json_name in self._FLAGS}
+
+
 @dataclass(frozen=True)
-class GuestPolicy:
+class GuestPolicy(_FlagBits):
     """SNP guest POLICY (go-sev-guest `abi.SnpPolicy`), also the manifest's `GuestPolicy`."""
 
     abi_minor: int = 0
@@ -141,26 +161,18 @@ class GuestPolicy:
             raise EvidenceError(f"policy 0x{value:x}: reserved bit 17 must be 1")
         if value >> 26:
             raise EvidenceError(f"policy 0x{value:x}: bits 26..63 must be 0")
-        flags = {name: bool(value >> bit & 1) for name, bit, _ in cls._FLAGS}
-        return cls(abi_minor=value & 0xFF, abi_major=value >> 8 & 0xFF, **flags)
+        return cls(abi_minor=value & 0xFF, abi_major=value >> 8 & 0xFF, **cls._flags_of(value))
 
     def to_int(self) -> int:
         """go-sev-guest `SnpPolicyToBytes`: ABI minor/major, bit 17, and the flag bits."""
-        value = (self.abi_minor & 0xFF) | (self.abi_major & 0xFF) << 8 | 1 << 17
-        for name, bit, _ in self._FLAGS:
-            if getattr(self, name):
-                value |= 1 << bit
-        return value
+        return (self.abi_minor & 0xFF) | (self.abi_major & 0xFF) << 8 | 1 << 17 | self._flag_bits()
 
     def to_json_obj(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ABIMinor": self.abi_minor, "ABIMajor": self.abi_major}
-        for name, _, json_name in self._FLAGS:
-            out[json_name] = getattr(self, name)
-        return out
+        return {"ABIMinor": self.abi_minor, "ABIMajor": self.abi_major, **self._flags_json()}
 
 
 @dataclass(frozen=True)
-class PlatformInfo:
+class PlatformInfo(_FlagBits):
     """PLATFORM_INFO (go-sev-guest `abi.SnpPlatformInfo`), also the manifest's `PlatformInfo`."""
 
     smt_enabled: bool = False
@@ -185,17 +197,13 @@ class PlatformInfo:
     def from_int(cls, value: int) -> PlatformInfo:
         if value & (1 << 6) or value >> 8:
             raise EvidenceError(f"platform info 0x{value:x} has reserved bits set (bit 6 or >7)")
-        return cls(**{name: bool(value >> bit & 1) for name, bit, _ in cls._FLAGS})
+        return cls(**cls._flags_of(value))
 
     def to_int(self) -> int:
-        value = 0
-        for name, bit, _ in self._FLAGS:
-            if getattr(self, name):
-                value |= 1 << bit
-        return value
+        return self._flag_bits()
 
     def to_json_obj(self) -> dict[str, Any]:
-        return {json_name: getattr(self, name) for name, _, json_name in self._FLAGS}
+        return self._flags_json()
 
 
 SIGNER_VCEK, SIGNER_VLEK, SIGNER_NONE = 0, 1, 7
