@@ -104,24 +104,19 @@ def validate_tdx_quote(
                 f"the required minimum {_go_bytes(options.minimum_tee_tcb_svn)}",
             )
         )
-    qe_svn = int.from_bytes(quote.qe_svn, "little")
-    if qe_svn < options.minimum_qe_svn:
-        failures.append(
-            (
-                "QE_SVN",
-                f"QE security-version number {qe_svn} is less than the "
-                f"required minimum {options.minimum_qe_svn}",
+    for unit, svn_bytes, minimum in (
+        ("QE", quote.qe_svn, options.minimum_qe_svn),
+        ("PCE", quote.pce_svn, options.minimum_pce_svn),
+    ):
+        svn = int.from_bytes(svn_bytes, "little")
+        if svn < minimum:
+            failures.append(
+                (
+                    f"{unit}_SVN",
+                    f"{unit} security-version number {svn} is less than the "
+                    f"required minimum {minimum}",
+                )
             )
-        )
-    pce_svn = int.from_bytes(quote.pce_svn, "little")
-    if pce_svn < options.minimum_pce_svn:
-        failures.append(
-            (
-                "PCE_SVN",
-                f"PCE security-version number {pce_svn} is less than the "
-                f"required minimum {options.minimum_pce_svn}",
-            )
-        )
     xfam = int.from_bytes(quote.xfam, "little")
     if xfam & _XFAM_FIXED1 != _XFAM_FIXED1 or xfam & ~_XFAM_ALLOWED:
         failures.append(

@@ -417,20 +417,17 @@ def verify_tdx_quote(
             raise TdxCheckError(
                 "REVOCATION", "PCK CRL is not issued and signed by the PCK's intermediate CA"
             )
-        entry = root_crl.get_revoked_certificate_by_serial_number(intermediate.serial_number)
-        if entry is not None:
-            raise TdxCheckError(
-                "REVOCATION",
-                "intermediate certificate in PCK certificate chain was revoked at "
-                f"{_go_revoked_time(entry.revocation_date_utc)}",
-            )
-        entry = pck_crl.get_revoked_certificate_by_serial_number(pck.serial_number)
-        if entry is not None:
-            raise TdxCheckError(
-                "REVOCATION",
-                "PCK Leaf certificate in PCK certificate chain was revoked at "
-                f"{_go_revoked_time(entry.revocation_date_utc)}",
-            )
+        for crl, certificate, which in (
+            (root_crl, intermediate, "intermediate certificate"),
+            (pck_crl, pck, "PCK Leaf certificate"),
+        ):
+            entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
+            if entry is not None:
+                raise TdxCheckError(
+                    "REVOCATION",
+                    f"{which} in PCK certificate chain was revoked at "
+                    f"{_go_revoked_time(entry.revocation_date_utc)}",
+                )
     # 7-9. Collateral dates, then the signed TCB Info and QE Identity.
     if tcb is not None and qe is not None:
         _check_collateral_dates(tcb, qe, pck_crl, root_crl, crl_chain, now)
