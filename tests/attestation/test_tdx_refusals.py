@@ -30,11 +30,14 @@ from privatemode_proxy.attestation import (
 )
 from privatemode_proxy.attestation._errors import EvidenceError
 from privatemode_proxy.attestation._intel import intel_roots, parse_intel_root
+from privatemode_proxy.attestation._tdx import pck_chain_certificates, pck_extensions
+from privatemode_proxy.attestation._tdx_validator import TdxValidateOptions, validate_tdx_quote
 from privatemode_proxy.attestation._tdx_verify import (
     TdxCheckError,
     TdxVerifyOptions,
     verify_tdx_quote,
 )
+from privatemode_proxy.attestation._x509 import load_certificate
 from privatemode_proxy.local._issuer import LocalIdentity
 from privatemode_proxy.local._tdx_issuer import _p256_rs, _signed_json
 
@@ -468,3 +471,24 @@ def test_tdx_collateral_of_an_snp_identity_is_refused(tmp_path: Path) -> None:
 
 def test_unused_collateral_type_is_plain_data() -> None:
     assert TdxCollateral(b"", b"", b"", b"", b"", b"", b"").tcb_info == b""
+
+
+def test_qe_and_pce_svn_below_the_minimum_are_refused(tdx: LocalIdentity) -> None:
+    quote = tdx.tdx_quote(NONCE)
+    extensions = pck_extensions(load_certificate(pck_chain_certificates(quote.pck_chain)[0]))
+    qe = int.from_bytes(quote.qe_svn, "little")
+    pce = int.from_bytes(quote.pce_svn, "little")
+
+    def svn_failures(minimum_qe: int, minimum_pce: int) -> list[tuple[str, str]]:
+        options = TdxValidateOptions(minimum_qe_svn=minimum_qe, minimum_pce_svn=minimum_pce)
+        failures = validate_tdx_quote(quote, extensions, options)
+        return [f for f in failures if f[0] in ("QE_SVN", "PCE_SVN")]
+
+    assert svn_failures(qe, pce) == []  # equal to the minimum passes
+    assert svn_failures(qe + 1, pce + 2) == [
+        ("QE_SVN", f"QE security-version number {qe} is less than the required minimum {qe + 1}"),
+        (
+            "PCE_SVN",
+            f"PCE security-version number {pce} is less than the required minimum {pce + 2}",
+        ),
+    ]
