@@ -340,7 +340,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Run the demo; returns the exit status (see the module docstring)."""
+    """Run the demo; returns the exit status (see the module docstring; 130 on Ctrl-C)."""
+    try:
+        return _run(argv, out=out)
+    except KeyboardInterrupt:  # the stack was stopped on the way out; no traceback
+        print("privatemode-demo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None, *, out: TextIO | None) -> int:
     out = out if out is not None else sys.stdout
     args = _parser().parse_args(argv)
     if args.top_k < 1:

@@ -186,3 +186,30 @@ def test_a_corpus_of_long_texts_is_split_and_answered(tmp_path: Path) -> None:
         for question, expected in questions:
             ranked = hits[framework][question]
             assert ranked[0][0] == expected and len({d for d, _ in ranked}) == 2, ranked
+
+
+def test_ctrl_c_ends_the_demo_quietly_with_130() -> None:
+    import signal
+
+    script = Path(sys.executable).with_name("privatemode-demo")
+    process = subprocess.Popen(
+        [str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Python's own SIGINT handler, even if this test run inherited an ignored SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("== LangChain"):
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "privatemode-demo: interrupted" in err
