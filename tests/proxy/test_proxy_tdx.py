@@ -72,6 +72,24 @@ def _session_options(backend: LocalBackend) -> dict[str, Any]:
     return backend.identity.tdx_session_options()
 
 
+def _refused_with_503(backend: LocalBackend, **start: Any) -> dict[str, Any]:
+    """Start a proxy on `backend` (`start`: `start_proxy`'s options) and expect attestation to
+    fail: upstream "failed", an embeddings request answered 503 ``attestation_failed``, and
+    nothing sent to /v1/embeddings or /privatemode/v1/secret. The OpenAI-shaped error."""
+    proxy = start_proxy(backend, **start)
+    try:
+        assert wait_upstream(proxy.url)["upstream"] == "failed"
+        resp = post_embeddings(proxy.url, {"model": MODEL, "input": TEXTS})
+        assert resp.status_code == 503
+        error: dict[str, Any] = resp.json()["error"]
+        assert error["code"] == "attestation_failed"
+    finally:
+        proxy.stop()
+    assert backend.request_log.count("/v1/embeddings") == 0
+    assert backend.request_log.count("/privatemode/v1/secret") == 0
+    return error
+
+
 def test_proxy_accepts_local_tdx_evidence_and_shows_the_tee(tdx_backend: LocalBackend) -> None:
     proxy = start_proxy(tdx_backend, session_options=_session_options(tdx_backend))
     try:
@@ -106,46 +124,26 @@ def test_tdx_evidence_that_does_not_match_is_refused_with_503(
     local_stack: LocalStack, tmp_path: Path, identity_class: type[LocalIdentity], check: str
 ) -> None:
     backend = _backend(local_stack, tmp_path / "bad", identity_class)
-    proxy = start_proxy(backend, session_options=_session_options(backend))
     try:
-        assert wait_upstream(proxy.url)["upstream"] == "failed"
-        resp = post_embeddings(proxy.url, {"model": MODEL, "input": TEXTS})
-        assert resp.status_code == 503
-        error = resp.json()["error"]
-        assert error["code"] == "attestation_failed"
-        assert f"tdx[0]: {check}" in error["message"]
+        error = _refused_with_503(backend, session_options=_session_options(backend))
     finally:
-        proxy.stop()
         backend.stop()
-    assert backend.request_log.count("/v1/embeddings") == 0
-    assert backend.request_log.count("/privatemode/v1/secret") == 0
+    assert f"tdx[0]: {check}" in error["message"]
 
 
 def test_tdx_manifest_mismatch_is_refused_with_503(tdx_backend: LocalBackend) -> None:
     manifest = json.loads(Path(tdx_backend.manifest_path).read_bytes())
     manifest["ReferenceValues"]["tdx"][0]["MrTd"] = "00" * 48
     wrong = json.dumps(manifest).encode()
-    proxy = start_proxy(tdx_backend, manifest=wrong, session_options=_session_options(tdx_backend))
-    try:
-        resp = post_embeddings(proxy.url, {"model": MODEL, "input": TEXTS})
-        assert resp.status_code == 503
-        assert "EXPECTED_MANIFEST" in resp.json()["error"]["message"]
-    finally:
-        proxy.stop()
-    assert tdx_backend.request_log.count("/v1/embeddings") == 0
+    options = _session_options(tdx_backend)
+    error = _refused_with_503(tdx_backend, manifest=wrong, session_options=options)
+    assert "EXPECTED_MANIFEST" in error["message"]
 
 
 def test_tdx_evidence_without_the_local_root_is_refused(tdx_backend: LocalBackend) -> None:
     # Intel's real root only (the default): the local Intel-like chain is not accepted.
-    options = {"tdx_collateral": tdx_backend.identity}
-    proxy = start_proxy(tdx_backend, session_options=options)
-    try:
-        resp = post_embeddings(proxy.url, {"model": MODEL, "input": TEXTS})
-        assert resp.status_code == 503
-        assert "certificate signed by unknown authority" in resp.json()["error"]["message"]
-    finally:
-        proxy.stop()
-    assert tdx_backend.request_log.count("/v1/embeddings") == 0
+    error = _refused_with_503(tdx_backend, session_options={"tdx_collateral": tdx_backend.identity})
+    assert "certificate signed by unknown authority" in error["message"]
 
 
 def test_tee_flag_needs_local() -> None:
