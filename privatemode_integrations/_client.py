@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import queue
 import re
@@ -62,6 +63,7 @@ from privatemode_integrations._retry import (
     parse_retry_after,
     tls_failure,
 )
+from privatemode_integrations._throttle import Throttle
 from privatemode_integrations._tokens import TokenCounter
 
 __all__ = ["EmbeddingsClient", "Vectors"]
@@ -87,11 +89,21 @@ class _Aborted(Exception):
     """Another batch of the same call failed; this one stops without sending more."""
 
 
+def _sleep_unless(abort: threading.Event | None, seconds: float) -> None:
+    """Sleep, or raise `_Aborted` as soon as another batch of the call has failed."""
+    if abort is None:
+        time.sleep(seconds)
+    elif abort.wait(seconds):
+        raise _Aborted
+
+
 @dataclasses.dataclass
 class _LoopState:
     client: httpx.AsyncClient
     owns_client: bool
     slots: asyncio.Semaphore
+    serial: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    """One request at a time on this loop while the throttle says so (after a 429)."""
 
 
 def _as_secret(api_key: str | SecretStr | None) -> SecretStr | None:
@@ -330,6 +342,7 @@ class EmbeddingsClient:
         self._lock = threading.Lock()
         self._sync_client: httpx.Client | None = None
         self._sync_slots = threading.BoundedSemaphore(max_concurrency)
+        self._throttle = Throttle()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -589,7 +602,7 @@ class EmbeddingsClient:
             if abort is not None and abort.is_set():
                 raise _Aborted
             response: httpx.Response | None = None
-            with self._sync_slots:
+            with self._throttle.turn(functools.partial(_sleep_unless, abort)), self._sync_slots:
                 try:
                     response = client.post(
                         url, content=content, headers=self._headers(), timeout=self._timeout_arg()
@@ -603,6 +616,8 @@ class EmbeddingsClient:
                 if vectors is not None:
                     return vectors
             delay = self._retry_delay(attempt, response, why, batch)
+            if response is not None and response.status_code == 429:
+                self._throttle.refused(delay)
             if abort is not None:
                 if abort.wait(delay):
                     raise _Aborted
@@ -616,7 +631,7 @@ class EmbeddingsClient:
         attempts = self.retry_policy.max_retries + 1
         for attempt in range(1, attempts + 1):
             response: httpx.Response | None = None
-            async with state.slots:
+            async with self._throttle.aturn(state.serial), state.slots:
                 try:
                     response = await state.client.post(
                         url, content=content, headers=self._headers(), timeout=self._timeout_arg()
@@ -629,7 +644,10 @@ class EmbeddingsClient:
                 vectors, why = self._judge(response, batch, attempt, attempts)
                 if vectors is not None:
                     return vectors
-            await asyncio.sleep(self._retry_delay(attempt, response, why, batch))
+            delay = self._retry_delay(attempt, response, why, batch)
+            if response is not None and response.status_code == 429:
+                self._throttle.refused(delay)
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- whole calls -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import httpx
 import numpy as np
@@ -92,20 +93,33 @@ async def test_paced_concurrent_clients_draw_no_429(make_stack: type[PacedStack]
 
 
 def test_unpaced_classes_finish_via_retry_after(make_stack: type[PacedStack]) -> None:
+    # Default retries (2): after the first 429 the client waits the server's time and then sends
+    # one request at a time, so its concurrent batches don't meet the limit together again.
     stack = make_stack(backend_limit=RateLimit(requests=3, window_seconds=1.0))
     texts = _texts(40)
     embeddings = PrivatemodeEmbeddings(
-        base_url=stack.base_url, model=MODEL, batch_size=5, max_concurrency=4, max_retries=12
+        base_url=stack.base_url, model=MODEL, batch_size=5, max_concurrency=4
     )
     vectors = np.asarray(embeddings.embed_documents(texts))
     assert stack.refused() > 0  # the limiter did refuse: the classes retried past it
     assert stack.admitted() == 8  # each batch embedded exactly once
+    time.sleep(1.0)  # a fresh window for the reference call (not an assertion on time)
     expected = np.asarray(
-        PrivatemodeEmbeddings(base_url=stack.base_url, model=MODEL, max_retries=12).embed_documents(
-            texts[:5]
-        )
+        PrivatemodeEmbeddings(base_url=stack.base_url, model=MODEL).embed_documents(texts[:5])
     )
     np.testing.assert_allclose(vectors[:5], expected, atol=1e-5)
+
+
+async def test_unpaced_async_classes_finish_via_retry_after(make_stack: type[PacedStack]) -> None:
+    stack = make_stack(backend_limit=RateLimit(requests=3, window_seconds=1.0))
+    texts = _texts(40)
+    embeddings = PrivatemodeEmbeddings(
+        base_url=stack.base_url, model=MODEL, batch_size=5, max_concurrency=4
+    )
+    vectors = np.asarray(await embeddings.aembed_documents(texts))
+    assert vectors.shape == (40, 384)
+    assert stack.refused() > 0
+    assert stack.admitted() == 8
 
 
 def test_client_that_would_wait_too_long_gets_429_at_once(make_stack: type[PacedStack]) -> None:
