@@ -853,10 +853,9 @@ class LocalIdentity:
     def attestation_doc(self, nonce: bytes) -> bytes:
         """The Contrast `AttestationResponse` JSON for `nonce` (what Privatemode wraps)."""
         if self.tdx is not None:
-            return self._tdx_attestation_doc(nonce)
-        report = self.report(nonce)
+            return self._attestation_doc(self.tdx_quote(nonce).to_proto(), TDX_ATTESTATION_TYPE)
         evidence = SnpAttestation(
-            report=report,
+            report=self.report(nonce),
             certificate_chain=CertificateChain(
                 vcek_cert=self._vcek_der,
                 ask_cert=self._ask_der,
@@ -865,10 +864,13 @@ class LocalIdentity:
             ),
             product=SevProduct(name=SEV_PRODUCT_ENUM[GENOA], machine_stepping=0),
         )
+        return self._attestation_doc(evidence.to_proto(), SNP_ATTESTATION_TYPE)
+
+    def _attestation_doc(self, evidence: bytes, attestation_type: tuple[int, ...]) -> bytes:
         return AttestationResponse(
             version=_VERSION_STRING,
-            raw_attestation_doc=evidence.to_proto(),
-            attestation_type=SNP_ATTESTATION_TYPE,
+            raw_attestation_doc=evidence,
+            attestation_type=attestation_type,
             manifests=(self._manifest_bytes,),
             policies=(self.policy,),
             root_ca=self._root_ca_pem,
@@ -886,17 +888,6 @@ class LocalIdentity:
             mr_config_id=self.mr_config_id,
             report_data=report_data(nonce, self._transition, self._root_ca_pem, self._mesh_ca_pem),
         )
-
-    def _tdx_attestation_doc(self, nonce: bytes) -> bytes:
-        return AttestationResponse(
-            version=_VERSION_STRING,
-            raw_attestation_doc=self.tdx_quote(nonce).to_proto(),
-            attestation_type=TDX_ATTESTATION_TYPE,
-            manifests=(self._manifest_bytes,),
-            policies=(self.policy,),
-            root_ca=self._root_ca_pem,
-            mesh_ca=self._mesh_ca_pem,
-        ).to_json()
 
     def privatemode_attest_response(self, nonce: bytes) -> bytes:
         """The `/privatemode/v1/attest` response body: ``{"AttestationDoc": <base64>}``."""
