@@ -6,6 +6,7 @@ still verifies differs from the genuine one only in its unsigned extra bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -54,29 +55,22 @@ def _synthetic_collateral() -> TdxCollateral:
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.parametrize(
+    ("parse", "max_size"),
+    [
+        (TdxQuote.from_abi_bytes, 3000),
+        (TdxQuote.from_proto, 3000),
+        (lambda data: pck_chain_certificates(b"-----BEGIN CERTIFICATE-----\n" + data), 600),
+    ],
+    ids=["raw quote", "protobuf quote", "PCK chain"],
+)
 @FAST
-@given(st.binary(max_size=3000))
-def test_raw_quote_parser_raises_only_evidence_errors(data: bytes) -> None:
+@given(data=st.data())
+def test_parsers_raise_only_evidence_errors(
+    parse: Callable[[bytes], object], max_size: int, data: st.DataObject
+) -> None:
     try:
-        TdxQuote.from_abi_bytes(data)
-    except EvidenceError:
-        pass
-
-
-@FAST
-@given(st.binary(max_size=3000))
-def test_protobuf_quote_parser_raises_only_evidence_errors(data: bytes) -> None:
-    try:
-        TdxQuote.from_proto(data)
-    except EvidenceError:
-        pass
-
-
-@FAST
-@given(st.binary(max_size=600))
-def test_pck_chain_parser_raises_only_evidence_errors(data: bytes) -> None:
-    try:
-        pck_chain_certificates(b"-----BEGIN CERTIFICATE-----\n" + data)
+        parse(data.draw(st.binary(max_size=max_size)))
     except EvidenceError:
         pass
 

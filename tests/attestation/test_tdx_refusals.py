@@ -248,17 +248,32 @@ def _crl(
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-def _cert(cn: str, key: Any, issuer_key: Any, issuer: x509.Certificate | None) -> x509.Certificate:
+def _cert(
+    cn: str,
+    key: Any,
+    issuer_key: Any,
+    issuer: x509.Certificate | None,
+    *,
+    issuer_cn: str | None = None,
+    digest: hashes.HashAlgorithm | None = None,
+) -> x509.Certificate:
+    """A certificate for `key`, issued by `issuer` (None: self-issued, or named `issuer_cn`)."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    if issuer is not None:
+        issuer_name = issuer.subject
+    elif issuer_cn is not None:
+        issuer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)])
+    else:
+        issuer_name = name
     return (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(issuer.subject if issuer is not None else name)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - timedelta(days=1))
         .not_valid_after(NOW + timedelta(days=30))
-        .sign(issuer_key, hashes.SHA256())
+        .sign(issuer_key, digest or hashes.SHA256())
     )
 
 
@@ -339,35 +354,11 @@ def _chain_with(identity: LocalIdentity, *, root: x509.Certificate | None = None
             "certificate subject CN is not 'Intel SGX Root CA'",
         ),
         (
-            lambda key: (
-                x509.CertificateBuilder()
-                .subject_name(
-                    x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Intel SGX Root CA")])
-                )
-                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Someone else")]))
-                .public_key(key.public_key())
-                .serial_number(1)
-                .not_valid_before(NOW - timedelta(days=1))
-                .not_valid_after(NOW + timedelta(days=1))
-                .sign(key, hashes.SHA256())
-            ),
+            lambda key: _cert("Intel SGX Root CA", key, key, None, issuer_cn="Someone else"),
             "root certificate is not self-issued",
         ),
         (
-            lambda key: (
-                x509.CertificateBuilder()
-                .subject_name(
-                    x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Intel SGX Root CA")])
-                )
-                .issuer_name(
-                    x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Intel SGX Root CA")])
-                )
-                .public_key(key.public_key())
-                .serial_number(1)
-                .not_valid_before(NOW - timedelta(days=1))
-                .not_valid_after(NOW + timedelta(days=1))
-                .sign(key, hashes.SHA384())
-            ),
+            lambda key: _cert("Intel SGX Root CA", key, key, None, digest=hashes.SHA384()),
             "not signed with ECDSA-SHA256",
         ),
     ],
