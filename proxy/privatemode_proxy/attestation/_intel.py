@@ -141,6 +141,18 @@ class TdxCollateral:
     """DER CRL of the root CA."""
 
 
+#: The file of each `TdxCollateral` field in a collateral directory (`write_collateral`).
+_COLLATERAL_FILES = (
+    ("tcb_info", "tcb_info.json"),
+    ("tcb_info_issuer_chain", "tcb_info_issuer_chain.pem"),
+    ("qe_identity", "qe_identity.json"),
+    ("qe_identity_issuer_chain", "qe_identity_issuer_chain.pem"),
+    ("pck_crl", "pck_crl.der"),
+    ("pck_crl_issuer_chain", "pck_crl_issuer_chain.pem"),
+    ("root_crl", "root_crl.der"),
+)
+
+
 @runtime_checkable
 class TdxCollateralSource(Protocol):
     """Supplies Intel PCS collateral. Raises `CertificateFetchError` when fetching failed in a
@@ -167,18 +179,7 @@ class StaticTdxCollateral:
         try:
             return cls(
                 TdxCollateral(
-                    *(
-                        (path / name).read_bytes()
-                        for name in (
-                            "tcb_info.json",
-                            "tcb_info_issuer_chain.pem",
-                            "qe_identity.json",
-                            "qe_identity_issuer_chain.pem",
-                            "pck_crl.der",
-                            "pck_crl_issuer_chain.pem",
-                            "root_crl.der",
-                        )
-                    )
+                    **{field: (path / name).read_bytes() for field, name in _COLLATERAL_FILES}
                 )
             )
         except OSError as exc:
@@ -200,16 +201,8 @@ class StaticTdxCollateral:
 
 def write_collateral(directory: Path, collateral: TdxCollateral) -> None:
     """Write collateral in the layout `StaticTdxCollateral.from_directory` reads."""
-    for name, data in (
-        ("tcb_info.json", collateral.tcb_info),
-        ("tcb_info_issuer_chain.pem", collateral.tcb_info_issuer_chain),
-        ("qe_identity.json", collateral.qe_identity),
-        ("qe_identity_issuer_chain.pem", collateral.qe_identity_issuer_chain),
-        ("pck_crl.der", collateral.pck_crl),
-        ("pck_crl_issuer_chain.pem", collateral.pck_crl_issuer_chain),
-        ("root_crl.der", collateral.root_crl),
-    ):
-        write_atomically(directory / name, data)
+    for field, name in _COLLATERAL_FILES:
+        write_atomically(directory / name, getattr(collateral, field))
 
 
 _CA_RE = re.compile(r"^(platform|processor)$")
