@@ -10,6 +10,9 @@ not the caller already runs an event loop (notebooks, LlamaIndex sync calls insi
 honours a caller-supplied sync `httpx.Client`, and the work is I/O-bound (numpy decoding releases
 the GIL). Async: tasks on the caller's loop. In both, a per-client semaphore bounds the requests
 in flight across every concurrent call on the client, not only within one call.
+
+Its length (~850 lines) is the sync and async twins of every call path (as in httpx and
+langchain-openai); what they share (planning, answer checks, errors) is written once.
 """
 
 from __future__ import annotations

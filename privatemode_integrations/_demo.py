@@ -24,7 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-LOCAL_MODEL = "all-minilm-l6-v2"
+from privatemode_integrations._settings import LOCAL_MODEL
+
 CORPUS_RESOURCE = "data/demo_corpus.json"
 
 

@@ -7,6 +7,7 @@ that requests never wait for an exchange unless their key has no usable secret a
 lifecycle is `_secrets.SecretKeeper`'s; this module makes the calls it needs). The
 attested mesh CA is shared by all keys; an attestation or exchange uses the key of the request
 that needs it. No request body leaves before a verified secret exists. Protocol notes §1-§5.
+Its length (~700 lines) is the four calls with their own retry and refusal rules, kept together.
 """
 
 from __future__ import annotations
