@@ -204,13 +204,7 @@ class KdsCertificateCache(CachedCollateralFetcher):
         cached = self._read(path)
         if cached is not None:
             return cached
-        data = self._get(url, "VCEK").content
-        try:
-            load_certificate(data)
-        except EvidenceError as exc:
-            raise CertificateUnavailableError(f"KDS answered a bad VCEK for {url}: {exc}") from None
-        write_atomically(path, data)
-        return data
+        return self._fetch_parsed(url, "VCEK", load_certificate, path, f"a bad VCEK for {url}")
 
     def crl(self, product_line: str) -> bytes:
         line = _check_product_line(product_line)
@@ -224,15 +218,22 @@ class KdsCertificateCache(CachedCollateralFetcher):
             if next_update is not None and self._clock() < next_update:
                 return cached
         url = kds_crl_url(line, base_url=self._base_url)
-        data = self._get(url, "CRL").content
-        try:
-            load_crl(data)
-        except EvidenceError as exc:
-            raise CertificateUnavailableError(f"KDS answered a bad CRL: {exc}") from None
-        write_atomically(path, data)
-        return data
+        return self._fetch_parsed(url, "CRL", load_crl, path, "a bad CRL")
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _fetch_parsed(
+        self, url: str, what: str, parse: Callable[[bytes], object], path: Path, bad: str
+    ) -> bytes:
+        """Fetch `url` and keep it at `path` once `parse` accepts it (garbage never lands on
+        disk; `bad` names the refusal: "KDS answered <bad>: <why>")."""
+        data = self._get(url, what).content
+        try:
+            parse(data)
+        except EvidenceError as exc:
+            raise CertificateUnavailableError(f"KDS answered {bad}: {exc}") from None
+        write_atomically(path, data)
+        return data
 
     @staticmethod
     def _read(path: Path) -> bytes | None:
