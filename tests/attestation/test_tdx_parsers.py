@@ -21,7 +21,7 @@ from privatemode_proxy.attestation._tdx_verify import (
     TdxVerifyOptions,
     verify_tdx_quote,
 )
-from test_tdx_vectors import TDX
+from test_tdx_vectors import TDX, case_collateral
 
 T_GSG = datetime(2023, 7, 1, 1, tzinfo=UTC)
 T_SYNTHETIC = datetime(2026, 1, 15, tzinfo=UTC)
@@ -40,16 +40,7 @@ SYNTHETIC_OPTIONS = TdxVerifyOptions(
 
 
 def _synthetic_collateral() -> TdxCollateral:
-    s = TDX / "synthetic"
-    return TdxCollateral(
-        tcb_info=(s / "tcbinfo_uptodate.json").read_bytes(),
-        tcb_info_issuer_chain=(s / "tcb_signing_chain.pem").read_bytes(),
-        qe_identity=(s / "qe_identity.json").read_bytes(),
-        qe_identity_issuer_chain=(s / "tcb_signing_chain.pem").read_bytes(),
-        pck_crl=(s / "pckcrl_platform.der").read_bytes(),
-        pck_crl_issuer_chain=(s / "pck_crl_issuer_chain.pem").read_bytes(),
-        root_crl=(s / "rootcrl.der").read_bytes(),
-    )
+    return case_collateral("synthetic-full-pass")
 
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -153,18 +153,14 @@ def _quote_from_protojson(doc: dict[str, Any]) -> TdxQuote:
 
 
 def _collateral(spec: dict[str, str]) -> TdxCollateral:
-    def read(key: str) -> bytes:
-        return (TDX / spec[key]).read_bytes()
+    """A case's collateral: its keys are `TdxCollateral`'s fields, its values vector files."""
+    return TdxCollateral(**{field: (TDX / path).read_bytes() for field, path in spec.items()})
 
-    return TdxCollateral(
-        tcb_info=read("tcb_info"),
-        tcb_info_issuer_chain=read("tcb_info_issuer_chain"),
-        qe_identity=read("qe_identity"),
-        qe_identity_issuer_chain=read("qe_identity_issuer_chain"),
-        pck_crl=read("pck_crl"),
-        pck_crl_issuer_chain=read("pck_crl_issuer_chain"),
-        root_crl=read("root_crl"),
-    )
+
+def case_collateral(case_id: str) -> TdxCollateral:
+    """The collateral of the expected.json case `case_id`."""
+    (case,) = (case for case in _cases() if case["id"] == case_id)
+    return _collateral(case["collateral"])
 
 
 def _go_validate_options(spec: dict[str, Any]) -> TdxValidateOptions:
