@@ -601,56 +601,75 @@ class EmbeddingsClient:
         content = self._body(texts[batch.start : batch.stop])
         url = f"{self.base_url}/embeddings"
         attempts = self.retry_policy.max_retries + 1
-        for attempt in range(1, attempts + 1):
-            if abort is not None and abort.is_set():
-                raise _Aborted
-            response: httpx.Response | None = None
-            with self._throttle.turn(functools.partial(_sleep_unless, abort)), self._sync_slots:
-                try:
-                    response = client.post(
-                        url, content=content, headers=self._headers(), timeout=self._timeout_arg()
-                    )
-                except httpx.HTTPError as exc:
-                    if not is_retryable_exception(exc) or attempt == attempts:
-                        raise self._connection_error(exc, attempt) from exc
-                    why = type(exc).__name__
-            if response is not None:
-                vectors, why = self._judge(response, batch, attempt, attempts)
-                if vectors is not None:
-                    return vectors
-            delay = self._retry_delay(attempt, response, why, batch)
-            if response is not None and response.status_code == 429:
-                self._throttle.refused(delay)
-            if abort is not None:
-                if abort.wait(delay):
+        sleep = functools.partial(_sleep_unless, abort)
+        holding = False  # the throttle's one-at-a-time turn, kept through a 429's retry
+        try:
+            for attempt in range(1, attempts + 1):
+                if abort is not None and abort.is_set():
                     raise _Aborted
-            else:
-                time.sleep(delay)
+                response: httpx.Response | None = None
+                with self._throttle.turn(sleep, holding=holding), self._sync_slots:
+                    try:
+                        response = client.post(
+                            url,
+                            content=content,
+                            headers=self._headers(),
+                            timeout=self._timeout_arg(),
+                        )
+                    except httpx.HTTPError as exc:
+                        if not is_retryable_exception(exc) or attempt == attempts:
+                            raise self._connection_error(exc, attempt) from exc
+                        why = type(exc).__name__
+                if response is not None:
+                    vectors, why = self._judge(response, batch, attempt, attempts)
+                    if vectors is not None:
+                        return vectors
+                delay = self._retry_delay(attempt, response, why, batch)
+                if response is not None and response.status_code == 429:
+                    self._throttle.refused(delay)
+                    if not holding:
+                        self._throttle.keep_turn(sleep)
+                        holding = True
+                sleep(delay)
+        finally:
+            if holding:
+                self._throttle.release_turn()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _asend_batch(self, state: _LoopState, texts: list[str], batch: range) -> Vectors:
         content = self._body(texts[batch.start : batch.stop])
         url = f"{self.base_url}/embeddings"
         attempts = self.retry_policy.max_retries + 1
-        for attempt in range(1, attempts + 1):
-            response: httpx.Response | None = None
-            async with self._throttle.aturn(state.serial), state.slots:
-                try:
-                    response = await state.client.post(
-                        url, content=content, headers=self._headers(), timeout=self._timeout_arg()
-                    )
-                except httpx.HTTPError as exc:
-                    if not is_retryable_exception(exc) or attempt == attempts:
-                        raise self._connection_error(exc, attempt) from exc
-                    why = type(exc).__name__
-            if response is not None:
-                vectors, why = self._judge(response, batch, attempt, attempts)
-                if vectors is not None:
-                    return vectors
-            delay = self._retry_delay(attempt, response, why, batch)
-            if response is not None and response.status_code == 429:
-                self._throttle.refused(delay)
-            await asyncio.sleep(delay)
+        holding = False  # the throttle's one-at-a-time turn, kept through a 429's retry
+        try:
+            for attempt in range(1, attempts + 1):
+                response: httpx.Response | None = None
+                async with self._throttle.aturn(state.serial, holding=holding), state.slots:
+                    try:
+                        response = await state.client.post(
+                            url,
+                            content=content,
+                            headers=self._headers(),
+                            timeout=self._timeout_arg(),
+                        )
+                    except httpx.HTTPError as exc:
+                        if not is_retryable_exception(exc) or attempt == attempts:
+                            raise self._connection_error(exc, attempt) from exc
+                        why = type(exc).__name__
+                if response is not None:
+                    vectors, why = self._judge(response, batch, attempt, attempts)
+                    if vectors is not None:
+                        return vectors
+                delay = self._retry_delay(attempt, response, why, batch)
+                if response is not None and response.status_code == 429:
+                    self._throttle.refused(delay)
+                    if not holding:
+                        await state.serial.acquire()
+                        holding = True
+                await asyncio.sleep(delay)
+        finally:
+            if holding:
+                state.serial.release()
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- whole calls -------------------------------------------------------------------

@@ -112,3 +112,22 @@ async def test_async_after_a_429_one_at_a_time() -> None:
 
     await asyncio.gather(*(work() for _ in range(4)))
     assert most == 1
+
+
+def test_a_refused_request_keeps_its_turn_through_its_retry() -> None:
+    throttle = Throttle()
+    throttle.refused(0.0)
+    throttle.keep_turn(time.sleep)
+    entered = threading.Event()
+
+    def other() -> None:
+        with throttle.turn(time.sleep):
+            entered.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with throttle.turn(time.sleep, holding=True):  # the holder's retry goes without queueing
+        assert not entered.wait(0.2)  # the other request waits for the turn
+    throttle.release_turn()
+    thread.join(timeout=10)
+    assert entered.is_set()
