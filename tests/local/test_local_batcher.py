@@ -179,3 +179,31 @@ async def test_closed_batcher_refuses(engine: EmbeddingEngine) -> None:
     await batcher.aclose()
     with pytest.raises(RuntimeError, match="not running"):
         await batcher.embed(["x"], [3])
+
+
+class ShutdownEngine(RecordingEngine):
+    """The real engine, except that its own worker pool refuses as at interpreter shutdown."""
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        self.calls.append(list(texts))
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+
+async def test_engine_refusing_at_shutdown_is_a_quiet_stop(
+    engine: EmbeddingEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C in local mode: the engine's pool refuses mid-batch; that is no engine error."""
+    from privatemode_proxy.local._batcher import BackendStopping
+
+    stopping = ShutdownEngine(engine)
+    batcher = EmbeddingBatcher(stopping)
+    await batcher.start()
+    try:
+        with caplog.at_level("DEBUG", logger="privatemode_proxy.local._batcher"):
+            with pytest.raises(BackendStopping):
+                await batcher.embed(["a", "b"], stopping.count_tokens(["a", "b"]))
+    finally:
+        await batcher.aclose()
+    assert stopping.calls  # the engine was reached
+    assert batcher.stats.engine_failures == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

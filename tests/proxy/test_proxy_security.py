@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -496,7 +497,17 @@ def test_one_info_line_per_request_without_texts_or_keys(
         assert resp.status_code == 200
         refused = httpx.post(local_stack.proxy_url + "/v1/embeddings", content=b"{}")
         assert refused.status_code == 415
-    lines = [r.getMessage() for r in caplog.records if r.name == "privatemode_proxy.requests"]
+
+        def request_lines() -> list[str]:
+            named = "privatemode_proxy.requests"
+            return [r.getMessage() for r in caplog.records if r.name == named]
+
+        # The line is written when the server has finished the answer, which the client may see
+        # first: wait (boundedly) for both lines rather than race the server's thread.
+        deadline = time.monotonic() + 10
+        while len(request_lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    lines = request_lines()
     tokens = resp.json()["usage"]["prompt_tokens"]
     assert any(
         line.startswith("POST /v1/embeddings 200 inputs=2 ") and f"tokens={tokens} " in line

@@ -235,7 +235,15 @@ class EmbeddingBatcher:
             pending = loop.run_in_executor(self._executor, self._engine.embed, texts)
         except RuntimeError as exc:  # "cannot schedule new futures after (interpreter) shutdown"
             raise BackendStopping("the embedding backend is stopping") from exc
-        vectors = await pending
+        try:
+            vectors = await pending
+        except RuntimeError as exc:
+            # The same refusal from inside the engine's own worker pool (Ctrl-C ends the
+            # interpreter while a batch runs), or any failure once we are closing: a stop,
+            # not an engine fault worth an error line.
+            if self._closed or "shutdown" in str(exc):
+                raise BackendStopping("the embedding backend is stopping") from exc
+            raise
         result = np.asarray(vectors, dtype=np.float32)
         if result.shape != (len(texts), self._engine.dimensions):
             raise RuntimeError(f"the engine returned shape {result.shape} for {len(texts)} inputs")
