@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +16,14 @@ if TYPE_CHECKING:
     from privatemode_proxy import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# `.local()` in this process keeps its identity in the per-user cache: give the test session its
+# own, so tests neither read nor write the user's ~/.cache/privatemode (nor race another run on
+# the same machine there). Tests of the cache's location set their own in a subprocess.
+if "PRIVATEMODE_CACHE_DIR" not in os.environ:
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="privatemode-test-cache-")
+    os.environ["PRIVATEMODE_CACHE_DIR"] = _SESSION_CACHE
+    atexit.register(shutil.rmtree, _SESSION_CACHE, True)
 # The public vectors live beside the checkout in ../shared/vectors; a clone elsewhere finds them
 # through PRIVATEMODE_SHARED_VECTORS or the workplace's fixed location.
 _CANDIDATES = [
