@@ -75,7 +75,7 @@ MULTILINGUAL = [
 def _samples() -> list[tuple[str, str]]:
     samples: list[tuple[str, str]] = []
     corpus = json.loads(
-        (REPO / "privatemode_integrations" / "data" / "demo_corpus.json").read_text("utf-8")
+        (REPO / "privatemode_demo" / "data" / "demo_corpus.json").read_text("utf-8")
     )
     for doc in corpus["documents"]:
         samples.append(("prose", doc["text"]))

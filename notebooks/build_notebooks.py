@@ -67,7 +67,7 @@ import json
 from importlib import resources
 
 corpus = json.loads(
-    resources.files("privatemode_integrations").joinpath("data/demo_corpus.json").read_text()
+    resources.files("privatemode_demo").joinpath("data/demo_corpus.json").read_text()
 )
 questions = corpus["questions"]
 print(f"{len(corpus['documents'])} documents, {len(questions)} questions")

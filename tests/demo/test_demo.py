@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from privatemode_integrations._demo import load_corpus, main
+from privatemode_demo import load_corpus, main
 
 SECTIONS = ("LangChain", "LlamaIndex")
 QUESTION = re.compile(r"^   Q\d+: (?P<question>.+?)  \[\d+(?:\.\d+)? (?:ms|s)\]$")

@@ -113,8 +113,8 @@ def load_corpus(path: Path | None = None) -> Corpus:
         except OSError as exc:
             raise CorpusError(f"cannot read the corpus {path}: {exc.strerror}") from None
         return parse_corpus(raw, str(path))
-    bundled = resources.files("privatemode_integrations").joinpath(CORPUS_RESOURCE)
-    return parse_corpus(bundled.read_bytes(), f"privatemode_integrations/{CORPUS_RESOURCE}")
+    bundled = resources.files("privatemode_demo").joinpath(CORPUS_RESOURCE)
+    return parse_corpus(bundled.read_bytes(), f"privatemode_demo/{CORPUS_RESOURCE}")
 
 
 # -- the two pipelines -------------------------------------------------------------------------
