@@ -4,6 +4,10 @@ Flags mirror the official Privatemode proxy (`--apiKey`, `--apiEndpoint`, `--por
 `--manifestPath`, `--tlsCertPath`/`--tlsKeyPath`, the NVIDIA OCSP flags, `--log-level`) plus
 `--host`, `--local`, `--trustedRoot`, `--log-format` and the batching limits. The subcommand
 `local-backend` runs the bundled local backend on its own.
+
+Over 600 lines on purpose: every flag with its help text and the one-line refusal of each bad
+value (a configuration error is one line and exit 2, never a traceback) live here, and nowhere
+else parses user configuration.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ upstream request first acquires a slot from its key's `KeyPacer`.
 
 The proxy splits a request so that each upstream request's estimated tokens fit one window
 (`fit_ranges_to_budget`): a larger one could never be let through.
+
+Over 600 lines on purpose: the ledger, the queue and the corrections from the service's answers
+share one lock and one notion of "now", and are easier to check for races in one file.
 """
 
 from __future__ import annotations

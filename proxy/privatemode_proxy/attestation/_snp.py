@@ -4,6 +4,9 @@ The report's fields (TCB_VERSION, guest POLICY, PLATFORM_INFO, signer info, CPUI
 0x4A0-byte ABI layout and the protobuf form Contrast sends, both ways. Pure: bytes in,
 structures out (and back); malformed input raises `EvidenceError`. shared/docs/attestation.md
 §1.3 and §4 describe the formats.
+
+Over 600 lines on purpose: the report's layout is one table of offsets read by both encodings;
+split, the ABI and protobuf forms could drift apart.
 """
 
 from __future__ import annotations
