@@ -304,7 +304,7 @@ def test_every_validation_error(
         response, _ = session_client.post_encrypted(payload)
         error = assert_openai_error(response, status, *needles)
         assert error["param"] == param, (payload.get("input"), error)
-        named = re.search(r"input[[ ](\d+)", needles[0])
+        named = re.search(r"input[\[ ](\d+)", needles[0])
         assert error.get("input_index") == (int(named[1]) if named else None), error
     # None of them hurt the server.
     ok = session_client.embeddings({"model": MODEL, "input": ["still serving"]})
