@@ -12,9 +12,6 @@ from collections.abc import Iterator
 import pytest
 from scripted_server import ScriptedOpenAIServer
 
-from privatemode_integrations import RetryPolicy
-
-FAST_RETRIES = RetryPolicy(initial_delay=0.01, max_delay=0.05)
 """Backoff without a server's Retry-After shrunk so retry tests take milliseconds."""
 
 

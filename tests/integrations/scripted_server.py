@@ -25,7 +25,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from privatemode_proxy._serving import ServerThread
 
+from privatemode_integrations import RetryPolicy
+
 DIMENSIONS = 16
+
+FAST_RETRIES = RetryPolicy(initial_delay=0.01, max_delay=0.05)
+"""Backoff short enough for tests against this server's scripted failures."""
 
 
 def scripted_vector(text: str, dimensions: int = DIMENSIONS) -> np.ndarray:

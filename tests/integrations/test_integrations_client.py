@@ -12,9 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
-from conftest import FAST_RETRIES
 from privatemode_proxy._serving import free_port
-from scripted_server import Scripted, ScriptedOpenAIServer, scripted_vector
+from scripted_server import FAST_RETRIES, Scripted, ScriptedOpenAIServer, scripted_vector
 
 from privatemode_integrations import (
     APIConnectionError,
