@@ -202,8 +202,10 @@ def test_ctrl_c_ends_the_demo_quietly_with_130() -> None:
     )
     try:
         assert process.stdout is not None
+        # Interrupt before any corpus is embedded: the demo flushes this block, then embeds
+        # (waiting for a later block raced the demo's own end on a fast machine).
         for line in process.stdout:
-            if line.startswith("== LangChain"):
+            if line.startswith("== What the proxy verified"):
                 break
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=300)
