@@ -92,6 +92,10 @@ class _Aborted(Exception):
     """Another batch of the same call failed; this one stops without sending more."""
 
 
+def _rate_limited(response: httpx.Response | None) -> bool:
+    return response is not None and response.status_code == 429
+
+
 def _sleep_unless(abort: threading.Event | None, seconds: float) -> None:
     """Sleep, or raise `_Aborted` as soon as another batch of the call has failed."""
     if abort is None:
@@ -566,6 +570,8 @@ class EmbeddingsClient:
     ) -> float:
         retry_after = parse_retry_after(response.headers) if response is not None else None
         delay = self.retry_policy.delay(attempt, retry_after)
+        if _rate_limited(response):
+            self._throttle.refused(delay)  # the whole client holds back, not only this request
         logger.info(
             "embeddings request for inputs %d..%d: %s; retry %d of %d in %.2f s",
             batch.start,
@@ -625,11 +631,9 @@ class EmbeddingsClient:
                     if vectors is not None:
                         return vectors
                 delay = self._retry_delay(attempt, response, why, batch)
-                if response is not None and response.status_code == 429:
-                    self._throttle.refused(delay)
-                    if not holding:
-                        self._throttle.keep_turn(sleep)
-                        holding = True
+                if _rate_limited(response) and not holding:
+                    self._throttle.keep_turn(sleep)
+                    holding = True
                 sleep(delay)
         finally:
             if holding:
@@ -661,11 +665,9 @@ class EmbeddingsClient:
                     if vectors is not None:
                         return vectors
                 delay = self._retry_delay(attempt, response, why, batch)
-                if response is not None and response.status_code == 429:
-                    self._throttle.refused(delay)
-                    if not holding:
-                        await state.serial.acquire()
-                        holding = True
+                if _rate_limited(response) and not holding:
+                    await state.serial.acquire()
+                    holding = True
                 await asyncio.sleep(delay)
         finally:
             if holding:
